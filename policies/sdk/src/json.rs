@@ -1,0 +1,114 @@
+//! Editing the object's JSON directly: the fastest way to mutate.
+//!
+//! [`Verdict::mutate`](crate::Verdict::mutate) re-serializes the typed object
+//! twice to find what changed. When a policy knows exactly where its change goes,
+//! it can instead clone [`Request::object_json`](crate::Request::object_json),
+//! [`set`] the new values and return [`Verdict::mutate_json`](crate::Verdict::mutate_json):
+//!
+//! ```
+//! # use stsguard_policy::serde_json::json;
+//! let mut object = json!({"spec": {"replicas": 3}});
+//! stsguard_policy::json::set(&mut object, "/spec/podManagementPolicy", "Parallel").unwrap();
+//! assert_eq!(object, json!({"spec": {"replicas": 3, "podManagementPolicy": "Parallel"}}));
+//! ```
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::Error;
+
+/// Sets the value at `pointer` (RFC 6901, e.g. `/spec/template/spec/containers/0/readinessProbe`),
+/// creating missing objects on the way. `value` may be any serializable value,
+/// e.g. a typed k8s-openapi `Probe`. Array elements must exist.
+pub fn set(target: &mut Value, pointer: &str, value: impl Serialize) -> Result<(), Error> {
+    let value = serde_json::to_value(value)?;
+    let Some(tokens) = pointer.strip_prefix('/') else {
+        return if pointer.is_empty() {
+            *target = value;
+            Ok(())
+        } else {
+            Err(Error::new(format!(
+                "JSON pointer {pointer:?} must start with '/'"
+            )))
+        };
+    };
+    let mut tokens = tokens
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .peekable();
+    let mut here = target;
+    while let Some(token) = tokens.next() {
+        let last = tokens.peek().is_none();
+        if here.is_null() {
+            *here = Value::Object(serde_json::Map::new());
+        }
+        here = match here {
+            Value::Object(map) => {
+                if last {
+                    map.insert(token, value);
+                    return Ok(());
+                }
+                map.entry(token).or_insert(Value::Null)
+            }
+            Value::Array(items) => {
+                let index = token
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&i| i < items.len())
+                    .ok_or_else(|| Error::new(format!("{pointer}: no array element {token}")))?;
+                if last {
+                    items[index] = value;
+                    return Ok(());
+                }
+                &mut items[index]
+            }
+            _ => return Err(Error::new(format!("{pointer}: {token} is inside a scalar"))),
+        };
+    }
+    unreachable!("a pointer with '/' has at least one token")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn sets_creating_objects_and_indexing_arrays() {
+        let mut v = json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}]}}}, "status": null});
+        set(
+            &mut v,
+            "/spec/template/spec/containers/0/readinessProbe",
+            json!({"tcpSocket": {"port": 80}}),
+        )
+        .unwrap();
+        set(&mut v, "/metadata/annotations/a~1b", "x").unwrap();
+        set(&mut v, "/status/replicas", 0).unwrap();
+        assert_eq!(
+            v,
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "readinessProbe": {"tcpSocket": {"port": 80}}}]}}},
+                   "metadata": {"annotations": {"a/b": "x"}}, "status": {"replicas": 0}})
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_do() {
+        let mut v = json!({"a": [1], "s": "x"});
+        assert!(
+            set(&mut v, "/a/1", 2)
+                .unwrap_err()
+                .to_string()
+                .contains("no array element 1")
+        );
+        assert!(
+            set(&mut v, "/s/t", 2)
+                .unwrap_err()
+                .to_string()
+                .contains("inside a scalar")
+        );
+        assert!(set(&mut v, "a", 2).is_err());
+        set(&mut v, "", json!(null)).unwrap();
+        assert_eq!(v, Value::Null);
+    }
+}

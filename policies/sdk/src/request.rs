@@ -1,0 +1,236 @@
+//! The request a policy decides about: one AdmissionRequest, read once.
+
+use std::cell::OnceCell;
+
+use k8s_openapi::Resource;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::Error;
+
+/// What the user is doing to the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    /// The object is being created; `oldObject` is absent.
+    Create,
+    /// The object is being replaced or patched; `oldObject` is the stored one.
+    Update,
+    /// The object is being deleted. Never passed to [`Policy::evaluate`](crate::Policy::evaluate).
+    Delete,
+    /// A connect request (e.g. `pods/exec`). Never passed to a policy either.
+    Connect,
+}
+
+impl Operation {
+    pub(crate) fn has_object(self) -> bool {
+        matches!(self, Self::Create | Self::Update)
+    }
+}
+
+/// The parts of the AdmissionRequest JSON the SDK reads; the rest is skipped.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Wire {
+    #[serde(default)]
+    uid: String,
+    pub(crate) kind: GroupVersionKind,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    pub(crate) operation: Operation,
+    #[serde(default)]
+    object: Option<Value>,
+    /// Kept as text until a policy asks for it: most never do.
+    #[serde(default)]
+    old_object: Option<Box<RawValue>>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+    #[serde(default)]
+    user_info: UserInfo,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct GroupVersionKind {
+    #[serde(default)]
+    group: String,
+    version: String,
+    kind: String,
+}
+
+#[derive(Deserialize, Default)]
+struct UserInfo {
+    #[serde(default)]
+    username: String,
+}
+
+pub(crate) fn matches_kind<K: Resource>(gvk: &GroupVersionKind) -> bool {
+    gvk.group == K::GROUP && gvk.version == K::VERSION && gvk.kind == K::KIND
+}
+
+/// One CREATE or UPDATE of a `K`, with a typed view of the object and the JSON
+/// the API server sent.
+///
+/// Read through the typed view ([`Request::object`]); to change the object, clone
+/// it, edit the clone and return it with [`Verdict::mutate`](crate::Verdict::mutate).
+pub struct Request<K> {
+    uid: String,
+    name: String,
+    namespace: String,
+    operation: Operation,
+    dry_run: bool,
+    username: String,
+    object: K,
+    object_json: Value,
+    old_object_text: Option<Box<RawValue>>,
+    old_object_json: OnceCell<Option<Value>>,
+    old_object: OnceCell<Result<K, Error>>,
+}
+
+impl<K: Resource + DeserializeOwned> Request<K> {
+    /// `None` when the request carries no object (which CREATE and UPDATE always do).
+    pub(crate) fn from_wire(wire: Wire) -> Result<Option<Self>, String> {
+        let Some(object_json) = wire.object else {
+            return Ok(None);
+        };
+        let object = read_typed::<K>(&object_json, "object").map_err(|e| e.to_string())?;
+        let name = wire
+            .name
+            .filter(|n| !n.is_empty())
+            .or_else(|| metadata_str(&object_json, "name").map(str::to_owned))
+            .or_else(|| metadata_str(&object_json, "generateName").map(|g| format!("{g}*")))
+            .unwrap_or_default();
+        Ok(Some(Self {
+            uid: wire.uid,
+            name,
+            namespace: wire.namespace.unwrap_or_default(),
+            operation: wire.operation,
+            dry_run: wire.dry_run.unwrap_or(false),
+            username: wire.user_info.username,
+            object,
+            object_json,
+            old_object_text: wire.old_object,
+            old_object_json: OnceCell::new(),
+            old_object: OnceCell::new(),
+        }))
+    }
+
+    /// The stored object on UPDATE, read into the typed view on first use.
+    /// `Ok(None)` on CREATE.
+    pub fn old_object(&self) -> Result<Option<&K>, Error> {
+        let Some(json) = self.old_object_json() else {
+            return Ok(None);
+        };
+        match self
+            .old_object
+            .get_or_init(|| read_typed::<K>(json, "oldObject"))
+        {
+            Ok(old) => Ok(Some(old)),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// The stored object on UPDATE, as JSON (parsed on first use); `None` on CREATE.
+    pub fn old_object_json(&self) -> Option<&Value> {
+        self.old_object_json
+            .get_or_init(|| {
+                let text = self.old_object_text.as_ref()?;
+                // Already checked to be JSON when the request was read.
+                serde_json::from_str(text.get()).ok()
+            })
+            .as_ref()
+    }
+}
+
+impl<K> Request<K> {
+    /// The object as the previous policies in the chain left it.
+    pub fn object(&self) -> &K {
+        &self.object
+    }
+
+    /// The object as JSON, including fields the typed view does not know.
+    pub fn object_json(&self) -> &Value {
+        &self.object_json
+    }
+
+    /// CREATE or UPDATE.
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// The request's uid, for log lines.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// The object's name; `<generateName>*` when the API server has not named it yet.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The object's namespace; empty for cluster-scoped objects.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Whether this is a dry run (`kubectl apply --dry-run=server`).
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// The user making the request.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// The value of an annotation on the object, if present.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.object_json
+            .get("metadata")?
+            .get("annotations")?
+            .get(key)?
+            .as_str()
+    }
+
+    /// A `"true"` / `"false"` annotation: absent means `false`; any other value is
+    /// an error message that names the annotation and the value, ready to be
+    /// shown to the user.
+    pub fn flag_annotation(&self, key: &str) -> Result<bool, String> {
+        match self.annotation(key) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(format!(
+                "annotation {key} must be \"true\" or \"false\", not {}",
+                quote_short(other)
+            )),
+        }
+    }
+}
+
+fn metadata_str<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object.get("metadata")?.get(key)?.as_str()
+}
+
+fn read_typed<K: Resource + DeserializeOwned>(json: &Value, member: &str) -> Result<K, Error> {
+    K::deserialize(json).map_err(|e| {
+        Error::new(format!(
+            "cannot read `{member}` as {} {}: {e}",
+            K::API_VERSION,
+            K::KIND
+        ))
+    })
+}
+
+/// `value` in double quotes, cut to 40 characters, for messages that echo user input.
+pub(crate) fn quote_short(value: &str) -> String {
+    const MAX: usize = 40;
+    if value.chars().count() <= MAX {
+        format!("{value:?}")
+    } else {
+        let cut: String = value.chars().take(MAX).collect();
+        format!("{cut:?}…")
+    }
+}

@@ -1,0 +1,179 @@
+//! What a policy decides: accept, reject with a message, or mutate — each with
+//! warnings that explain it.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::Request;
+use crate::merge::apply_typed_edits;
+use crate::runtime::bindings;
+
+/// The longest warning a policy returns, in characters; longer ones are cut with
+/// `…`. The host prefixes `stsguard/<policy>: ` and Kubernetes truncates
+/// warnings longer than 256 characters, so this leaves room for the prefix.
+pub const MAX_WARNING_CHARS: usize = 200;
+
+/// A policy's answer about one request.
+///
+/// ```
+/// # use stsguard_policy::Verdict;
+/// # let sts = stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet::default();
+/// let _ = Verdict::<()>::accept();
+/// let _ = Verdict::<()>::reject("volumeClaimTemplate `data` has no storage request; add spec.resources.requests.storage");
+/// let _ = Verdict::mutate(sts).warn("set spec.podManagementPolicy to Parallel");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a verdict does nothing unless it is returned"]
+pub struct Verdict<K> {
+    decision: Decision<K>,
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Decision<K> {
+    Accept,
+    Reject(String),
+    Mutate(K),
+    MutateJson(Value),
+}
+
+impl<K> Verdict<K> {
+    /// Allow the request unchanged.
+    pub fn accept() -> Self {
+        Self::with(Decision::Accept)
+    }
+
+    /// Deny the request. The message reaches the user as `policy <name> denied
+    /// StatefulSet <ns>/<name>: <message>`: say what is wrong and how to fix it.
+    pub fn reject(message: impl Into<String>) -> Self {
+        Self::with(Decision::Reject(message.into()))
+    }
+
+    /// Allow the request with the object changed to `object`: a clone of
+    /// [`Request::object`] with your edits. Only the fields you changed are
+    /// changed in the user's object; if you changed nothing, no patch is sent.
+    pub fn mutate(object: K) -> Self {
+        Self::with(Decision::Mutate(object))
+    }
+
+    /// Allow the request with the object replaced by this JSON: for edits the
+    /// typed view cannot express. Start from a clone of
+    /// [`Request::object_json`] so no field is lost.
+    pub fn mutate_json(object: Value) -> Self {
+        Self::with(Decision::MutateJson(object))
+    }
+
+    /// Adds a warning, shown by kubectl. One short line: newlines become spaces
+    /// and text beyond [`MAX_WARNING_CHARS`] is cut.
+    pub fn warn(mut self, warning: impl Into<String>) -> Self {
+        self.warnings.push(tidy_warning(warning.into()));
+        self
+    }
+
+    /// Adds several warnings; see [`Verdict::warn`].
+    pub fn warn_all<W: Into<String>>(mut self, warnings: impl IntoIterator<Item = W>) -> Self {
+        self.warnings
+            .extend(warnings.into_iter().map(|w| tidy_warning(w.into())));
+        self
+    }
+
+    /// Whether the verdict denies the request.
+    pub fn is_rejected(&self) -> bool {
+        matches!(self.decision, Decision::Reject(_))
+    }
+
+    /// The warnings so far.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    fn with(decision: Decision<K>) -> Self {
+        Self {
+            decision,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl<K: Serialize> Verdict<K> {
+    /// The WIT verdict, with typed edits merged into the original JSON.
+    pub(crate) fn into_wit(self, request: &Request<K>) -> Result<bindings::Verdict, String> {
+        let original = request.object_json();
+        let mutated = match self.decision {
+            Decision::Accept => None,
+            Decision::Reject(message) => {
+                return Ok(bindings::Verdict {
+                    allowed: false,
+                    message: Some(message),
+                    warnings: self.warnings,
+                    mutated_object: None,
+                });
+            }
+            Decision::Mutate(edited) => {
+                let base = serde_json::to_value(request.object()).map_err(serialize_error)?;
+                let edited = serde_json::to_value(&edited).map_err(serialize_error)?;
+                if base == edited {
+                    None
+                } else {
+                    let mut merged = original.clone();
+                    apply_typed_edits(&mut merged, &base, &edited);
+                    Some(merged)
+                }
+            }
+            Decision::MutateJson(object) => Some(object),
+        };
+        let mutated_object = match mutated {
+            Some(object) if object != *original => {
+                Some(serde_json::to_string(&object).map_err(serialize_error)?)
+            }
+            _ => None,
+        };
+        Ok(bindings::Verdict {
+            allowed: true,
+            message: None,
+            warnings: self.warnings,
+            mutated_object,
+        })
+    }
+}
+
+fn serialize_error(e: serde_json::Error) -> String {
+    format!("cannot serialize the mutated object: {e}")
+}
+
+fn tidy_warning(warning: String) -> String {
+    let one_line = if warning.contains(['\n', '\r', '\t']) {
+        warning.replace(['\n', '\r', '\t'], " ")
+    } else {
+        warning
+    };
+    let trimmed = one_line.trim();
+    if trimmed.chars().count() <= MAX_WARNING_CHARS {
+        return trimmed.to_owned();
+    }
+    let mut cut: String = trimmed.chars().take(MAX_WARNING_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_one_short_line() {
+        let v = Verdict::<()>::accept()
+            .warn("  two\nlines\r\n ")
+            .warn("x".repeat(500));
+        assert_eq!(v.warnings()[0], "two lines");
+        assert_eq!(v.warnings()[1].chars().count(), MAX_WARNING_CHARS);
+        assert!(v.warnings()[1].ends_with('…'));
+    }
+
+    #[test]
+    fn a_short_warning_is_kept_as_is() {
+        let v = Verdict::<()>::reject("no").warn_all(["set a", "set b"]);
+        assert!(v.is_rejected());
+        assert_eq!(v.warnings(), ["set a", "set b"]);
+    }
+}

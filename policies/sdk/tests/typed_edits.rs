@@ -1,0 +1,206 @@
+//! A policy that edits the typed object, end to end through the SDK: nothing the
+//! typed view does not know is lost, and an edit that changes nothing sends no
+//! mutated object.
+
+use std::collections::BTreeMap;
+
+use stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
+use stsguard_policy::k8s_openapi::api::core::v1::{Container, Probe, TCPSocketAction};
+use stsguard_policy::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use stsguard_policy::serde_json::{Value, json};
+use stsguard_policy::testing;
+use stsguard_policy::{Error, Metadata, NoSettings, Policy, Request, Verdict};
+
+/// Edits in three places: a label, a spec field, a new element in a list and a
+/// field of an existing list element. With `touch-nothing` it returns the object
+/// unchanged.
+struct TypedEditor;
+
+impl Policy for TypedEditor {
+    const METADATA: Metadata = Metadata {
+        name: "typed-editor",
+        version: "0.0.0",
+        description: "test policy",
+        mutating: true,
+        settings_schema: "{}",
+    };
+    type Object = StatefulSet;
+    type Settings = NoSettings;
+
+    fn evaluate(
+        request: &Request<StatefulSet>,
+        _: &NoSettings,
+    ) -> Result<Verdict<StatefulSet>, Error> {
+        let mut sts = request.object().clone();
+        if request.annotation("touch-nothing").is_some() {
+            return Ok(Verdict::mutate(sts));
+        }
+        sts.metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert("edited".into(), "yes".into());
+        let spec = sts.spec.get_or_insert_default();
+        spec.min_ready_seconds = Some(10);
+        let pod = spec.template.spec.get_or_insert_default();
+        pod.containers[0].readiness_probe = Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String("http".into()),
+                host: None,
+            }),
+            ..Probe::default()
+        });
+        pod.containers.push(Container {
+            name: "helper".into(),
+            image: Some("busybox".into()),
+            ..Container::default()
+        });
+        Ok(Verdict::mutate(sts).warn("edited"))
+    }
+}
+
+fn future_fields() -> Value {
+    testing::load_request(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/golden/future-fields.create/request.json"
+    ))
+}
+
+#[test]
+fn typed_edits_keep_unknown_fields_and_nulls() {
+    let request = future_fields();
+    let out = testing::evaluate::<TypedEditor>(&request, &json!({})).unwrap();
+    let mut expected = request["object"].clone();
+    expected["metadata"]["labels"]["edited"] = json!("yes");
+    expected["spec"]["minReadySeconds"] = json!(10);
+    let containers = expected["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap();
+    containers[0]["readinessProbe"] = json!({"tcpSocket": {"port": "http"}});
+    containers.push(json!({"name": "helper", "image": "busybox"}));
+    assert_eq!(out.mutated_object, Some(expected));
+    // Spelled out: the fields a typed round trip would have dropped.
+    let mutated = out.mutated_object.unwrap();
+    assert!(
+        mutated["metadata"]
+            .as_object()
+            .unwrap()
+            .contains_key("creationTimestamp")
+    );
+    assert!(
+        mutated["spec"]["template"]["metadata"]
+            .as_object()
+            .unwrap()
+            .contains_key("creationTimestamp")
+    );
+    assert!(
+        mutated["status"]
+            .as_object()
+            .unwrap()
+            .contains_key("terminatingReplicas")
+    );
+    assert_eq!(
+        mutated["spec"]["futureOrdinalsPolicy"],
+        json!({"mode": "Compact"})
+    );
+    let counter = &mutated["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        counter["restartPolicyRules"][0]["exitCodes"]["values"],
+        json!([42])
+    );
+    assert_eq!(
+        counter["ports"][0]["x-future-port-field"],
+        json!({"enabled": true})
+    );
+}
+
+#[test]
+fn a_typed_edit_that_changes_nothing_sends_nothing() {
+    let mut request = future_fields();
+    request["object"]["metadata"]["annotations"] = json!({"touch-nothing": "x"});
+    let out = testing::evaluate::<TypedEditor>(&request, &json!({})).unwrap();
+    assert_eq!((out.allowed, out.mutated_object), (true, None));
+}
+
+#[test]
+fn a_policy_that_says_it_does_not_mutate_cannot() {
+    struct Liar;
+    impl Policy for Liar {
+        const METADATA: Metadata = Metadata {
+            mutating: false,
+            ..TypedEditor::METADATA
+        };
+        type Object = StatefulSet;
+        type Settings = NoSettings;
+        fn evaluate(
+            request: &Request<StatefulSet>,
+            s: &NoSettings,
+        ) -> Result<Verdict<StatefulSet>, Error> {
+            TypedEditor::evaluate(request, s)
+        }
+    }
+    let e = testing::evaluate::<Liar>(&future_fields(), &json!({})).unwrap_err();
+    assert_eq!(
+        e,
+        "policy `typed-editor` declares `mutating: false` but returned a mutated object"
+    );
+}
+
+#[test]
+fn requests_the_policy_cannot_read_are_errors_not_verdicts() {
+    let e = testing::evaluate::<TypedEditor>(&json!({"kind": "oops"}), &json!({})).unwrap_err();
+    assert!(e.starts_with("cannot read the AdmissionRequest"), "{e}");
+    let mut request = future_fields();
+    request["object"]["spec"]["replicas"] = json!("three");
+    let e = testing::evaluate::<TypedEditor>(&request, &json!({})).unwrap_err();
+    assert!(
+        e.starts_with(
+            "cannot read `object` as apps/v1 StatefulSet: invalid type: string \"three\""
+        ),
+        "{e}"
+    );
+    let e = testing::evaluate::<TypedEditor>(&future_fields(), &json!({"x": 1})).unwrap_err();
+    assert!(
+        e.starts_with("invalid settings: `x`: unknown field `x`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_request_is_read_into_a_typed_view() {
+    struct Reader;
+    impl Policy for Reader {
+        const METADATA: Metadata = TypedEditor::METADATA;
+        type Object = StatefulSet;
+        type Settings = NoSettings;
+        fn evaluate(
+            request: &Request<StatefulSet>,
+            _: &NoSettings,
+        ) -> Result<Verdict<StatefulSet>, Error> {
+            let old = request
+                .old_object()?
+                .and_then(|o| o.spec.as_ref())
+                .and_then(|s| s.replicas);
+            Ok(Verdict::accept().warn(format!(
+                "{:?} {}/{} uid={} user={} dry={} replicas={:?} old={old:?}",
+                request.operation(),
+                request.namespace(),
+                request.name(),
+                request.uid(),
+                request.username(),
+                request.dry_run(),
+                request.object().spec.as_ref().and_then(|s| s.replicas),
+            )))
+        }
+    }
+    let request = testing::load_request(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/golden/lab-statefulset.update-scale/request.json"
+    ));
+    let out = testing::evaluate::<Reader>(&request, &json!({})).unwrap();
+    assert_eq!(
+        out.warnings,
+        [
+            "Update lab/counter uid=b5e0c1d2-3f4a-4b5c-9d6e-7f8091a2b3c4 user=kubernetes-admin dry=false replicas=Some(5) old=Some(3)"
+        ]
+    );
+}

@@ -1,0 +1,156 @@
+//! `my-policy`: an example stsguard policy, made to be copied.
+//!
+//! - StatefulSets asking for more than `maxReplicas` replicas are denied.
+//! - StatefulSets without `spec.minReadySeconds` get the configured value (a new
+//!   pod must stay Ready that long before it counts as available, which slows a
+//!   broken roll-out down). The field may change on UPDATE without restarting
+//!   pods, so the policy sets it on CREATE and UPDATE alike.
+//!
+//! Every change is explained by a warning, and a StatefulSet that already
+//! complies comes back unchanged.
+
+use serde::Deserialize;
+use stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
+use stsguard_policy::{Error, Metadata, Policy, Request, Settings, Verdict};
+
+/// The policy's settings, from `settings:` in the stsguard configuration.
+/// `default`: every key is optional; `deny_unknown_fields`: a typo is an error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct MySettings {
+    pub min_ready_seconds: i32,
+    pub max_replicas: i32,
+}
+
+impl Default for MySettings {
+    fn default() -> Self {
+        Self {
+            min_ready_seconds: 10,
+            max_replicas: 10,
+        }
+    }
+}
+
+impl Settings for MySettings {
+    fn validate(&self) -> Result<(), String> {
+        if self.min_ready_seconds < 0 {
+            return Err(format!(
+                "`minReadySeconds` must be 0 or more, not {}",
+                self.min_ready_seconds
+            ));
+        }
+        if self.max_replicas < 1 {
+            return Err(format!(
+                "`maxReplicas` must be at least 1, not {}",
+                self.max_replicas
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub struct MyPolicy;
+
+impl Policy for MyPolicy {
+    const METADATA: Metadata = Metadata {
+        name: "my-policy",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "Denies StatefulSets with more than maxReplicas replicas and gives the \
+                      others spec.minReadySeconds.",
+        mutating: true,
+        settings_schema: include_str!("../settings.schema.json"),
+    };
+    /// Requests for any other kind pass untouched without reaching `evaluate`.
+    type Object = StatefulSet;
+    type Settings = MySettings;
+
+    fn evaluate(
+        request: &Request<StatefulSet>,
+        settings: &MySettings,
+    ) -> Result<Verdict<StatefulSet>, Error> {
+        // Read through the typed view...
+        let Some(spec) = &request.object().spec else {
+            return Ok(Verdict::accept());
+        };
+        let replicas = spec.replicas.unwrap_or(1);
+        if replicas > settings.max_replicas {
+            return Ok(Verdict::reject(format!(
+                "spec.replicas is {replicas}, more than the {} this cluster allows; lower it or ask \
+                 the platform team",
+                settings.max_replicas
+            )));
+        }
+        if spec.min_ready_seconds.is_some() {
+            return Ok(Verdict::accept());
+        }
+        // ...and edit a clone. Only what you change is patched: fields the typed
+        // view does not know are kept.
+        let mut sts = request.object().clone();
+        sts.spec.get_or_insert_default().min_ready_seconds = Some(settings.min_ready_seconds);
+        Ok(Verdict::mutate(sts).warn(format!(
+            "set spec.minReadySeconds to {}",
+            settings.min_ready_seconds
+        )))
+    }
+}
+
+stsguard_policy::export_policy!(MyPolicy);
+
+#[cfg(test)]
+mod tests {
+    use stsguard_policy::serde_json::{Value, json};
+    use stsguard_policy::testing;
+
+    use super::*;
+
+    fn fixture(name: &str) -> Value {
+        testing::load_request(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR")))
+    }
+
+    #[test]
+    fn sets_min_ready_seconds_and_says_so() {
+        let request = fixture("web.create.json");
+        let out = testing::evaluate::<MyPolicy>(&request, &json!({"minReadySeconds": 30})).unwrap();
+        assert!(out.allowed);
+        let mut expected = request["object"].clone();
+        expected["spec"]["minReadySeconds"] = json!(30);
+        assert_eq!(out.mutated_object, Some(expected));
+        assert_eq!(out.warnings, ["set spec.minReadySeconds to 30"]);
+    }
+
+    #[test]
+    fn a_compliant_statefulset_is_left_alone() {
+        let mut request = fixture("web.create.json");
+        request["object"]["spec"]["minReadySeconds"] = json!(5);
+        let out = testing::evaluate::<MyPolicy>(&request, &json!({})).unwrap();
+        assert_eq!(
+            (out.allowed, out.mutated_object, out.warnings.len()),
+            (true, None, 0)
+        );
+    }
+
+    #[test]
+    fn too_many_replicas_are_denied() {
+        let out =
+            testing::evaluate::<MyPolicy>(&fixture("web.create.json"), &json!({"maxReplicas": 2}))
+                .unwrap();
+        assert!(!out.allowed);
+        assert_eq!(
+            out.message.as_deref(),
+            Some(
+                "spec.replicas is 3, more than the 2 this cluster allows; lower it or ask the platform team"
+            )
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let e = testing::validate_settings::<MyPolicy>(&json!({"maxReplicas": 0})).unwrap_err();
+        assert_eq!(
+            e,
+            "invalid settings: `maxReplicas` must be at least 1, not 0"
+        );
+        let e = testing::validate_settings::<MyPolicy>(&json!({"maxreplicas": 3})).unwrap_err();
+        assert!(e.contains("unknown field `maxreplicas`"), "{e}");
+    }
+}
