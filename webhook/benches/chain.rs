@@ -1,0 +1,61 @@
+//! Criterion benchmarks of the decision path, with the real engine and the real
+//! built-in policies as wasm components:
+//!
+//! - `review/full-chain`: parse an AdmissionReview, run the default chain
+//!   (probes → parallel → volume-claims, a fresh instance each), diff, and
+//!   serialize the response — everything but HTTP and TLS;
+//! - `policy/<name>`: one built-in policy's evaluation in a fresh instance;
+//! - `host/parse-review`: the host's JSON parse alone.
+//!
+//! Run: `cargo bench -p stsguard-webhook --bench chain`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use stsguard_webhook::admission::{self, parse_review};
+use stsguard_webhook::chain::{PolicySet, Selection};
+use stsguard_webhook::config::Config;
+use stsguard_webhook::engine::{Engine, EngineOptions};
+use stsguard_webhook::testing;
+
+const REVIEW: &[u8] = include_bytes!("../tests/fixtures/reviews/lab-statefulset.create.json");
+
+fn benchmarks(c: &mut Criterion) {
+    let engine = Engine::new(&EngineOptions {
+        cache_dir: Some(testing::cache_dir()),
+        ..EngineOptions::default()
+    })
+    .expect("engine");
+    let policies = PolicySet::load(&engine, &Config::default()).expect("built-in policies load");
+    let request = parse_review(REVIEW).expect("the fixture is a valid review");
+    let deadline = || Instant::now() + Duration::from_secs(10);
+
+    // Sanity: the chain really mutates this object, so the benchmark measures work.
+    let (response, _) = admission::decide(&request, &policies, Selection::All, deadline());
+    assert!(response.allowed && response.patch.is_some(), "{response:?}");
+
+    c.bench_function("review/full-chain", |b| {
+        b.iter(|| {
+            let request = parse_review(black_box(REVIEW)).unwrap();
+            let (response, _) = admission::decide(&request, &policies, Selection::All, deadline());
+            black_box(serde_json::to_vec(&response.to_review()).unwrap())
+        })
+    });
+    for policy in policies.policies() {
+        let name = policy.name().to_string();
+        c.bench_function(&format!("policy/{name}"), |b| {
+            b.iter(|| black_box(policies.evaluate(&request, Selection::Only(&name), deadline())))
+        });
+    }
+    c.bench_function("host/parse-review", |b| {
+        b.iter(|| parse_review(black_box(REVIEW)).unwrap())
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    targets = benchmarks
+}
+criterion_main!(benches);

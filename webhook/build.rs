@@ -1,0 +1,143 @@
+//! Builds the policy components this crate embeds or tests with.
+//!
+//! The built-in policies live in `policies/` as ordinary crates. Here they are
+//! compiled for `wasm32-wasip2` (which makes components) with the size-optimised
+//! cargo profile `policy`, by a nested cargo that uses its own target directory
+//! (`target/wasm-policies`): the outer cargo holds the lock on its own target
+//! directory, and the wasm artefacts are shared by dev, test and release builds of
+//! the host, so each policy is compiled once per change, not once per profile.
+//!
+//! Outputs:
+//! - `$OUT_DIR/builtins.rs`: `BUILTIN_MODULES`, the built-ins' bytes by name, in the
+//!   default chain order;
+//! - the env var `STSGUARD_TEST_POLICY_DIR`: where the test-only policies
+//!   (`policies/testing/*`) were built, for this crate's tests and benches.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Built-in policies: (name in `builtin:<name>`, cargo package), in default order.
+const BUILTINS: &[(&str, &str)] = &[
+    ("probes", "policy-probes"),
+    ("parallel", "policy-parallel"),
+    ("volume-claims", "policy-volume-claims"),
+];
+
+/// Test-only policies, built alongside but never embedded.
+const TEST_POLICIES: &[&str] = &["test-policy-scripted"];
+
+const TARGET: &str = "wasm32-wasip2";
+const PROFILE: &str = "policy";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest_dir.parent().unwrap().to_path_buf();
+    let policies = workspace.join("policies");
+    println!("cargo:rerun-if-changed={}", policies.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.toml").display()
+    );
+
+    let target_dir = wasm_target_dir(&workspace);
+    build_components(&workspace, &target_dir);
+
+    let artefacts = target_dir.join(TARGET).join(PROFILE);
+    let mut builtins = String::from(
+        "/// The built-in policy components, by name, in the default chain order.\n\
+         pub const BUILTIN_MODULES: &[(&str, &[u8])] = &[\n",
+    );
+    for (name, package) in BUILTINS {
+        let wasm = artefacts.join(format!("{}.wasm", package.replace('-', "_")));
+        assert!(
+            wasm.is_file(),
+            "expected {} after the build",
+            wasm.display()
+        );
+        writeln!(
+            builtins,
+            "    ({name:?}, include_bytes!({:?})),",
+            wasm.display()
+        )
+        .unwrap();
+    }
+    builtins.push_str("];\n");
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("builtins.rs");
+    std::fs::write(&out, builtins).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+    println!(
+        "cargo:rustc-env=STSGUARD_TEST_POLICY_DIR={}",
+        artefacts.display()
+    );
+}
+
+/// `target/wasm-policies` next to wherever cargo puts this build's artefacts.
+fn wasm_target_dir(workspace: &Path) -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("wasm-policies"),
+        None => workspace.join("target").join("wasm-policies"),
+    }
+}
+
+fn build_components(workspace: &Path, target_dir: &Path) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command
+        .current_dir(workspace)
+        .args(["build", "--quiet", "--target", TARGET, "--profile", PROFILE])
+        .arg("--target-dir")
+        .arg(target_dir);
+    for (_, package) in BUILTINS {
+        command.args(["-p", package]);
+    }
+    for package in TEST_POLICIES {
+        command.args(["-p", package]);
+    }
+    // The outer build's settings are for the host, not for wasm: flags, wrappers
+    // (clippy, sccache) and the target directory must not leak into the guest build.
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy();
+        if is_host_only(&key) {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("could not run `{cargo}` to build the policies: {e}"));
+    if !status.success() {
+        panic!(
+            "building the policy components failed (see the errors above).\n\
+             If the error says the `{TARGET}` target is missing, install it with:\n    \
+             rustup target add {TARGET}"
+        );
+    }
+}
+
+/// Whether an environment variable of this build describes the host build (flags,
+/// wrappers such as clippy or sccache, the target directory, package metadata) and
+/// so must not leak into the nested wasm build. Network, registry and terminal
+/// settings, and flags meant for the wasm target, are kept.
+fn is_host_only(key: &str) -> bool {
+    const KEPT: &[&str] = &[
+        "CARGO_HOME",
+        "CARGO_MAKEFLAGS",
+        "CARGO_NET_",
+        "CARGO_HTTP_",
+        "CARGO_REGISTRIES_",
+        "CARGO_REGISTRY_",
+        "CARGO_TERM_",
+        "CARGO_TARGET_WASM32_WASIP2_",
+    ];
+    if key.starts_with("CARGO_") {
+        return !KEPT.iter().any(|kept| key.starts_with(kept));
+    }
+    matches!(
+        key,
+        "RUSTFLAGS" | "RUSTDOCFLAGS" | "RUSTC_WRAPPER" | "RUSTC_WORKSPACE_WRAPPER"
+    )
+}

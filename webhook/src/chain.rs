@@ -1,0 +1,733 @@
+//! The policy chain: the configured policies, loaded, and how one request runs
+//! through them.
+//!
+//! ```text
+//!   object ─► policy 1 ─► object' ─► policy 2 ─► object'' ─► ... ─► final
+//!              │ enforce: denial stops the chain; mutation is passed on
+//!              │ monitor: never denies, never mutates; would-be effects → warnings
+//!              └ error/timeout: failurePolicy fail → deny, ignore → skip + warning
+//!   patch = json_patch::diff(object, final), omitted when empty
+//! ```
+//!
+//! A [`PolicySet`] is immutable once loaded; configuration changes build a new
+//! one and swap it in whole (see `reload`), so a review always runs against one
+//! consistent set.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::admission::{Operation, ReviewRequest};
+use crate::builtin;
+use crate::config::{Config, FailurePolicy, Mode, ModuleSource, PolicyConfig};
+use crate::engine::{self, CallContext, Engine, EvalError, Limits, Metadata, Module};
+
+/// Longest warning kept; the API server may truncate longer ones anyway.
+const MAX_WARNING_CHARS: usize = 256;
+
+/// One configured, loaded policy.
+#[derive(Debug)]
+pub struct Policy {
+    pub config: PolicyConfig,
+    name: Arc<str>,
+    module: Arc<Module>,
+    settings: String,
+    limits: Limits,
+}
+
+impl Policy {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        self.module.metadata()
+    }
+
+    /// Whether the policy wants to see this kind of object.
+    fn targets(&self, request: &ReviewRequest) -> bool {
+        let kind = &request.kind;
+        self.metadata().targets.iter().any(|target| {
+            target.group == kind.group
+                && (target.version == "*" || target.version == kind.version)
+                && (target.kind == "*" || target.kind == kind.kind)
+        })
+    }
+}
+
+/// The loaded chain, in evaluation order.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+}
+
+/// Which policies of the set a review runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection<'a> {
+    All,
+    /// Only the named one (`POST /mutate/{policy}`).
+    Only(&'a str),
+}
+
+/// Why a policy set could not be loaded; names the policy and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("policy `{policy}`: could not read its module {path}: {source}")]
+    ReadModule {
+        policy: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("policy `{policy}` ({module}): {source}")]
+    Module {
+        policy: String,
+        module: String,
+        #[source]
+        source: engine::LoadError,
+    },
+    #[error("policy `{policy}` ({module}): its settings are invalid: {message}")]
+    Settings {
+        policy: String,
+        module: String,
+        message: String,
+    },
+    #[error(
+        "policy `{policy}`: memoryLimit {limit} is above the largest allowed, {}Mi",
+        engine::MAX_MEMORY_LIMIT >> 20
+    )]
+    MemoryLimit { policy: String, limit: String },
+}
+
+/// What one policy did in one review: for logs and metrics.
+#[derive(Debug, Clone)]
+pub struct PolicyRun {
+    pub policy: Arc<str>,
+    pub mode: Mode,
+    pub duration: Duration,
+    pub result: RunResult,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunResult {
+    Allowed { mutated: bool },
+    Denied,
+    Failed(EvalError),
+}
+
+/// A denial that takes effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub policy: String,
+    pub message: String,
+}
+
+/// The result of running a request through the chain.
+#[derive(Debug, Clone, Default)]
+pub struct ChainOutcome {
+    pub denial: Option<Denial>,
+    /// Changes to apply; `None` when the object is unchanged.
+    pub patch: Option<json_patch::Patch>,
+    /// The object after every enforced mutation (`None` when nothing ran).
+    pub object: Option<Value>,
+    pub warnings: Vec<String>,
+    pub runs: Vec<PolicyRun>,
+}
+
+impl PolicySet {
+    /// Loads every policy of `config`: reads and compiles each distinct module
+    /// once, checks each policy's settings with the policy itself.
+    pub fn load(engine: &Engine, config: &Config) -> Result<Self, LoadError> {
+        let mut modules: HashMap<[u8; 32], Arc<Module>> = HashMap::new();
+        let mut policies = Vec::with_capacity(config.policies.len());
+        for policy_config in &config.policies {
+            let name = policy_config.name.clone();
+            let module_name = policy_config.module.to_string();
+            if policy_config.memory_limit.0 > engine::MAX_MEMORY_LIMIT {
+                return Err(LoadError::MemoryLimit {
+                    policy: name,
+                    limit: policy_config.memory_limit.to_string(),
+                });
+            }
+            let bytes: std::borrow::Cow<'static, [u8]> = match &policy_config.module {
+                ModuleSource::Builtin(builtin) => builtin::module(builtin)
+                    .expect("built-in names are checked when the config is parsed")
+                    .into(),
+                ModuleSource::File(path) => std::fs::read(path)
+                    .map_err(|source| LoadError::ReadModule {
+                        policy: name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?
+                    .into(),
+            };
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            let module = match modules.get(&digest) {
+                Some(module) => module.clone(),
+                None => {
+                    let started = Instant::now();
+                    let module =
+                        Arc::new(engine.load(&bytes).map_err(|source| LoadError::Module {
+                            policy: name.clone(),
+                            module: module_name.clone(),
+                            source,
+                        })?);
+                    tracing::info!(
+                        policy = %name,
+                        module = %module_name,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "policy module loaded"
+                    );
+                    modules.insert(digest, module.clone());
+                    module
+                }
+            };
+            let settings = policy_config.settings.to_string();
+            let limits = Limits {
+                timeout: policy_config.timeout,
+                memory_bytes: policy_config.memory_limit.0,
+            };
+            let name: Arc<str> = name.into();
+            let context = CallContext {
+                policy: name.clone(),
+                uid: "validate-settings".into(),
+            };
+            module
+                .validate_settings(&settings, &limits, &context)
+                .map_err(|error| LoadError::Settings {
+                    policy: name.to_string(),
+                    module: module_name.clone(),
+                    message: match error {
+                        EvalError::Policy(message) => message,
+                        other => format!("the policy's settings check {other}"),
+                    },
+                })?;
+            policies.push(Policy {
+                config: policy_config.clone(),
+                name,
+                module,
+                settings,
+                limits,
+            });
+        }
+        Ok(Self { policies })
+    }
+
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name() == name)
+    }
+
+    /// Runs `request` through the selected policies. Each policy gets at most
+    /// its own timeout and never more than what is left until `deadline`.
+    pub fn evaluate(
+        &self,
+        request: &ReviewRequest,
+        selection: Selection<'_>,
+        deadline: Instant,
+    ) -> ChainOutcome {
+        let mut outcome = ChainOutcome::default();
+        // Deletions and connections carry no object to fix; subresources
+        // (status, scale) are not the object the policies are written for.
+        if matches!(request.operation, Operation::Delete | Operation::Connect)
+            || !request.sub_resource.is_empty()
+        {
+            return outcome;
+        }
+        let selected = self.policies.iter().filter(|policy| match selection {
+            Selection::All => true,
+            Selection::Only(name) => policy.name() == name,
+        });
+        let original = &request.raw["object"];
+        let mut current = original.clone();
+        let mut input = request.raw.clone();
+        for policy in selected.filter(|policy| policy.targets(request)) {
+            input["object"] = current.clone();
+            let started = Instant::now();
+            let result = run_one(policy, &input, request, deadline);
+            let duration = started.elapsed();
+            let record = |result: RunResult| PolicyRun {
+                policy: policy.name.clone(),
+                mode: policy.config.mode,
+                duration,
+                result,
+            };
+            match (result, policy.config.mode) {
+                (Ok(verdict), Mode::Enforce) => {
+                    outcome.warn(policy, None, verdict.warnings);
+                    if !verdict.allowed {
+                        outcome.runs.push(record(RunResult::Denied));
+                        outcome.denial = Some(Denial {
+                            policy: policy.name.to_string(),
+                            message: verdict.message.unwrap_or_else(|| "denied".into()),
+                        });
+                        return outcome;
+                    }
+                    let mutated = verdict.mutated.is_some();
+                    if let Some(object) = verdict.mutated {
+                        current = object;
+                    }
+                    outcome.runs.push(record(RunResult::Allowed { mutated }));
+                }
+                (Ok(verdict), Mode::Monitor) => {
+                    let tag = Some("monitor");
+                    outcome.warn(policy, tag, verdict.warnings);
+                    if !verdict.allowed {
+                        let message = verdict.message.unwrap_or_else(|| "denied".into());
+                        outcome.warn(policy, tag, [format!("would deny: {message}")]);
+                        outcome.runs.push(record(RunResult::Denied));
+                        continue;
+                    }
+                    let mutated = verdict.mutated.is_some();
+                    if let Some(object) = verdict.mutated {
+                        let patch = json_patch::diff(&current, &object);
+                        let patch = serde_json::to_string(&patch).expect("a patch serializes");
+                        outcome.warn(policy, tag, [format!("would apply patch {patch}")]);
+                    }
+                    outcome.runs.push(record(RunResult::Allowed { mutated }));
+                }
+                (Err(error), mode) => {
+                    tracing::warn!(
+                        uid = %request.uid,
+                        policy = %policy.name,
+                        %error,
+                        "policy evaluation failed"
+                    );
+                    outcome.runs.push(record(RunResult::Failed(error.clone())));
+                    let reason = error.reason().replace('_', " ");
+                    if mode == Mode::Enforce && policy.config.failure_policy == FailurePolicy::Fail
+                    {
+                        outcome.denial = Some(Denial {
+                            policy: policy.name.to_string(),
+                            message: format!(
+                                "the policy could not evaluate this object ({reason}); its \
+                                 failurePolicy is fail. The stsguard log has details under uid {}",
+                                request.uid
+                            ),
+                        });
+                        return outcome;
+                    }
+                    let tag = (mode == Mode::Monitor).then_some("monitor");
+                    outcome.warn(
+                        policy,
+                        tag,
+                        [format!(
+                            "the policy could not evaluate this object ({reason}) and was skipped"
+                        )],
+                    );
+                }
+            }
+        }
+        let patch = json_patch::diff(original, &current);
+        if !patch.0.is_empty() {
+            outcome.patch = Some(patch);
+        }
+        outcome.object = Some(current);
+        outcome
+    }
+}
+
+impl ChainOutcome {
+    fn warn(
+        &mut self,
+        policy: &Policy,
+        tag: Option<&str>,
+        warnings: impl IntoIterator<Item = String>,
+    ) {
+        for warning in warnings {
+            let prefix = match tag {
+                Some(tag) => format!("stsguard/{} ({tag}): ", policy.name),
+                None => format!("stsguard/{}: ", policy.name),
+            };
+            self.warnings.push(clean_warning(&prefix, &warning));
+        }
+    }
+}
+
+/// Warnings travel as HTTP `Warning` headers: one line, printable, short.
+fn clean_warning(prefix: &str, warning: &str) -> String {
+    let mut text: String = prefix.to_string();
+    for c in warning.chars() {
+        text.push(if c.is_control() { ' ' } else { c });
+    }
+    if text.chars().count() > MAX_WARNING_CHARS {
+        text = text.chars().take(MAX_WARNING_CHARS - 1).collect();
+        text.push('…');
+    }
+    text
+}
+
+/// A policy's verdict, checked and parsed.
+struct CheckedVerdict {
+    allowed: bool,
+    message: Option<String>,
+    warnings: Vec<String>,
+    mutated: Option<Value>,
+}
+
+fn run_one(
+    policy: &Policy,
+    input: &Value,
+    request: &ReviewRequest,
+    deadline: Instant,
+) -> Result<CheckedVerdict, EvalError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(EvalError::Timeout(Duration::ZERO));
+    }
+    let limits = Limits {
+        timeout: policy.limits.timeout.min(left),
+        ..policy.limits
+    };
+    let context = CallContext {
+        policy: policy.name.clone(),
+        uid: request.uid.as_str().into(),
+    };
+    let text = serde_json::to_string(input).expect("a JSON value serializes");
+    let verdict = policy
+        .module
+        .evaluate(&text, &policy.settings, &limits, &context)?;
+    let mutated = match verdict.mutated_object {
+        None => None,
+        Some(_) if !policy.metadata().mutating => {
+            return Err(EvalError::Policy(
+                "returned a mutated object but declares itself non-mutating".into(),
+            ));
+        }
+        Some(text) => {
+            let object: Value = serde_json::from_str(&text).map_err(|e| {
+                EvalError::Policy(format!("returned a mutated object that is not JSON: {e}"))
+            })?;
+            check_identity(&input["object"], &object)?;
+            Some(object)
+        }
+    };
+    Ok(CheckedVerdict {
+        allowed: verdict.allowed,
+        message: verdict.message,
+        warnings: verdict.warnings,
+        mutated,
+    })
+}
+
+/// A policy may change an object, not swap it for another one.
+fn check_identity(before: &Value, after: &Value) -> Result<(), EvalError> {
+    if !after.is_object() {
+        return Err(EvalError::Policy(
+            "returned a mutated object that is not a JSON object".into(),
+        ));
+    }
+    for pointer in [
+        "/apiVersion",
+        "/kind",
+        "/metadata/name",
+        "/metadata/namespace",
+    ] {
+        if before.pointer(pointer) != after.pointer(pointer) {
+            return Err(EvalError::Policy(format!(
+                "returned a mutated object with a different {}; policies may not change an \
+                 object's identity",
+                &pointer[1..]
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::parse_review;
+    use crate::engine::EngineOptions;
+    use serde_json::json;
+    use std::sync::OnceLock;
+
+    /// One engine for all tests, with a cache so the scripted policy compiles once.
+    fn engine() -> &'static Engine {
+        static ENGINE: OnceLock<Engine> = OnceLock::new();
+        ENGINE.get_or_init(|| {
+            Engine::new(&EngineOptions {
+                cache_dir: Some(crate::testing::cache_dir()),
+                ..EngineOptions::default()
+            })
+            .unwrap()
+        })
+    }
+
+    fn chain(yaml: &str) -> PolicySet {
+        let yaml = yaml.replace(
+            "SCRIPTED",
+            &crate::testing::scripted_policy().display().to_string(),
+        );
+        PolicySet::load(engine(), &Config::parse(&yaml).unwrap()).unwrap()
+    }
+
+    fn request(operation: &str) -> ReviewRequest {
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "uid-1",
+                "kind": {"group": "apps", "version": "v1", "kind": "StatefulSet"},
+                "operation": operation,
+                "namespace": "default",
+                "name": "web",
+                "object": {
+                    "apiVersion": "apps/v1",
+                    "kind": "StatefulSet",
+                    "metadata": {"name": "web", "namespace": "default", "creationTimestamp": null},
+                    "spec": {"replicas": 3, "aFieldFromTheFuture": {"x": 1}},
+                },
+            },
+        });
+        parse_review(&serde_json::to_vec(&body).unwrap()).unwrap()
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    #[test]
+    fn policies_run_in_order_and_see_earlier_mutations() {
+        let set = chain(
+            "policies:
+  - {name: first, module: SCRIPTED, settings: {behaviour: label, key: step, value: one}}
+  - {name: second, module: SCRIPTED, settings: {behaviour: require-label, key: step, value: one}}
+  - {name: third, module: SCRIPTED, settings: {behaviour: label, key: other, value: two}}",
+        );
+        let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+        assert_eq!(outcome.denial, None);
+        let object = outcome.object.unwrap();
+        assert_eq!(
+            object["metadata"]["labels"],
+            json!({"step": "one", "other": "two"})
+        );
+        // Fields no Rust type knows survive untouched.
+        assert_eq!(object["spec"]["aFieldFromTheFuture"], json!({"x": 1}));
+        assert_eq!(object["metadata"]["creationTimestamp"], Value::Null);
+        assert_eq!(
+            outcome.warnings,
+            [
+                "stsguard/first: set label step=one",
+                "stsguard/third: set label other=two"
+            ]
+        );
+        let patch = serde_json::to_value(outcome.patch.unwrap()).unwrap();
+        assert_eq!(
+            patch,
+            json!([{"op": "add", "path": "/metadata/labels", "value": {"step": "one", "other": "two"}}])
+        );
+    }
+
+    #[test]
+    fn an_enforced_denial_stops_the_chain_and_names_the_policy() {
+        let set = chain(
+            "policies:
+  - {name: gate, module: SCRIPTED, settings: {behaviour: deny, message: no thanks}}
+  - {name: later, module: SCRIPTED, settings: {behaviour: label, key: a, value: b}}",
+        );
+        let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+        assert_eq!(
+            outcome.denial,
+            Some(Denial {
+                policy: "gate".into(),
+                message: "no thanks".into()
+            })
+        );
+        assert_eq!(
+            outcome.runs.len(),
+            1,
+            "the policy after a denial must not run"
+        );
+        assert!(outcome.patch.is_none());
+    }
+
+    #[test]
+    fn monitor_mode_never_denies_or_mutates_but_says_what_it_would_do() {
+        let set = chain(
+            "policies:
+  - {name: watch-deny, module: SCRIPTED, mode: monitor, settings: {behaviour: deny, message: too big}}
+  - {name: watch-label, module: SCRIPTED, mode: monitor, settings: {behaviour: label, key: a, value: b}}
+  - {name: watch-broken, module: SCRIPTED, mode: monitor, settings: {behaviour: trap}}",
+        );
+        let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+        assert_eq!(outcome.denial, None);
+        assert!(outcome.patch.is_none());
+        assert_eq!(
+            outcome.warnings,
+            [
+                "stsguard/watch-deny (monitor): would deny: too big",
+                "stsguard/watch-label (monitor): set label a=b",
+                r#"stsguard/watch-label (monitor): would apply patch [{"op":"add","path":"/metadata/labels","value":{"a":"b"}}]"#,
+                "stsguard/watch-broken (monitor): the policy could not evaluate this object (trap) and was skipped",
+            ]
+        );
+    }
+
+    #[test]
+    fn failure_policy_decides_what_an_error_means() {
+        let set = chain(
+            "policies:
+  - {name: lenient, module: SCRIPTED, failurePolicy: ignore, settings: {behaviour: error, message: oops}}
+  - {name: labeller, module: SCRIPTED, settings: {behaviour: label, key: a, value: b}}
+  - {name: strict, module: SCRIPTED, failurePolicy: fail, settings: {behaviour: trap}}",
+        );
+        let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+        let denial = outcome.denial.unwrap();
+        assert_eq!(denial.policy, "strict");
+        assert!(
+            denial.message.contains("(trap)") && denial.message.contains("uid-1"),
+            "{}",
+            denial.message
+        );
+        assert!(
+            !denial.message.contains("scripted trap"),
+            "internal details stay in the log"
+        );
+        assert_eq!(
+            outcome.warnings[0],
+            "stsguard/lenient: the policy could not evaluate this object (policy error) and was skipped"
+        );
+        let reasons: Vec<_> = outcome.runs.iter().map(|r| r.result.clone()).collect();
+        assert!(matches!(reasons[0], RunResult::Failed(EvalError::Policy(ref m)) if m == "oops"));
+        assert!(matches!(reasons[2], RunResult::Failed(EvalError::Trap(_))));
+    }
+
+    #[test]
+    fn loops_time_out_and_memory_bombs_hit_the_limit() {
+        let set = chain(
+            "policies:
+  - {name: looper, module: SCRIPTED, failurePolicy: ignore, timeout: 50ms, settings: {behaviour: loop}}
+  - {name: hog, module: SCRIPTED, failurePolicy: ignore, memoryLimit: 16Mi, settings: {behaviour: memory-bomb}}
+  - {name: fine, module: SCRIPTED, settings: {behaviour: label, key: still, value: works}}",
+        );
+        let started = Instant::now();
+        let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            matches!(
+                outcome.runs[0].result,
+                RunResult::Failed(EvalError::Timeout(_))
+            ),
+            "{:?}",
+            outcome.runs[0]
+        );
+        assert!(outcome.runs[0].duration >= Duration::from_millis(50));
+        assert_eq!(
+            outcome.runs[1].result,
+            RunResult::Failed(EvalError::MemoryLimit(16 << 20))
+        );
+        assert_eq!(
+            outcome.object.unwrap()["metadata"]["labels"]["still"],
+            "works"
+        );
+    }
+
+    #[test]
+    fn the_review_deadline_bounds_every_policy() {
+        let set = chain(
+            "policies:
+  - {name: looper, module: SCRIPTED, timeout: 10s, settings: {behaviour: loop}}",
+        );
+        let started = Instant::now();
+        let outcome = set.evaluate(
+            &request("CREATE"),
+            Selection::All,
+            Instant::now() + Duration::from_millis(100),
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(outcome.denial.unwrap().policy, "looper");
+    }
+
+    #[test]
+    fn bad_output_is_a_policy_error() {
+        let set = chain(
+            "policies:
+  - {name: garbled, module: SCRIPTED, settings: {behaviour: wrong-json}}",
+        );
+        let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+        assert!(
+            matches!(&outcome.runs[0].result, RunResult::Failed(EvalError::Policy(m)) if m.contains("not JSON"))
+        );
+        assert!(outcome.denial.is_some());
+    }
+
+    #[test]
+    fn deletes_subresources_and_untargeted_kinds_pass_untouched() {
+        let set = chain(
+            "policies: [{name: gate, module: SCRIPTED, settings: {behaviour: deny, message: no}}]",
+        );
+        let outcome = set.evaluate(&request("DELETE"), Selection::All, soon());
+        assert!(outcome.denial.is_none() && outcome.runs.is_empty());
+        let mut scale = request("UPDATE");
+        scale.sub_resource = "scale".into();
+        assert!(set.evaluate(&scale, Selection::All, soon()).runs.is_empty());
+        let mut pod = request("CREATE");
+        pod.kind.group = String::new();
+        pod.kind.kind = "Pod".into();
+        assert!(set.evaluate(&pod, Selection::All, soon()).runs.is_empty());
+    }
+
+    #[test]
+    fn selection_runs_one_policy() {
+        let set = chain(
+            "policies:
+  - {name: gate, module: SCRIPTED, settings: {behaviour: deny, message: no}}
+  - {name: labeller, module: SCRIPTED, settings: {behaviour: label, key: a, value: b}}",
+        );
+        let outcome = set.evaluate(&request("CREATE"), Selection::Only("labeller"), soon());
+        assert!(outcome.denial.is_none());
+        assert!(outcome.patch.is_some());
+    }
+
+    #[test]
+    fn guest_output_does_not_disturb_evaluation() {
+        let set = chain(
+            "policies: [{name: chatty, module: SCRIPTED, settings: {behaviour: print, message: hello}}]",
+        );
+        let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+        assert_eq!(
+            outcome.runs[0].result,
+            RunResult::Allowed { mutated: false }
+        );
+    }
+
+    #[test]
+    fn loading_refuses_bad_modules_and_settings_naming_the_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.wasm");
+        std::fs::write(&garbage, b"\0asm but not really").unwrap();
+        let cases = [
+            (format!("policies: [{{name: junk, module: {}}}]", garbage.display()), "policy `junk`"),
+            ("policies: [{name: gone, module: /nonexistent/p.wasm}]".to_string(), "/nonexistent/p.wasm"),
+            ("policies: [{name: picky, module: SCRIPTED, settings: {behaviour: dance}}]".to_string(), "unknown behaviour `dance`"),
+            ("policies: [{name: huge, module: SCRIPTED, memoryLimit: 4Gi, settings: {behaviour: allow}}]".to_string(), "above the largest allowed"),
+        ];
+        for (yaml, expected) in cases {
+            let yaml = yaml.replace(
+                "SCRIPTED",
+                &crate::testing::scripted_policy().display().to_string(),
+            );
+            let error = PolicySet::load(engine(), &Config::parse(&yaml).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn warnings_are_single_short_lines() {
+        let long = "x".repeat(1000);
+        let cleaned = clean_warning("stsguard/p: ", &format!("a\nb\t{long}"));
+        assert!(cleaned.starts_with("stsguard/p: a b x"));
+        assert_eq!(cleaned.chars().count(), MAX_WARNING_CHARS);
+        assert!(cleaned.ends_with('…'));
+    }
+}

@@ -1,0 +1,136 @@
+//! The `stsguard` command line: `serve`, `eval`, `policies`, `bench`.
+//!
+//! Every flag can also come from an environment variable (named in `--help`), so
+//! the same binary is configured by flags on a laptop and by env in a Pod.
+
+mod bench;
+mod eval;
+mod policies;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::engine::EngineOptions;
+
+/// Kubernetes admission webhook that makes StatefulSets follow best practice,
+/// with rules written as sandboxed WebAssembly policies.
+#[derive(Debug, Parser)]
+#[command(name = "stsguard", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "STSGUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log filter, in tracing's `EnvFilter` syntax (e.g. `info`,
+    /// `stsguard_webhook=debug`) [default: `info` for serve and bench, `warn` for
+    /// eval and policies, whose output is for people].
+    #[arg(long, env = "STSGUARD_LOG", global = true)]
+    log: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve admission reviews over HTTPS (POST /mutate, /mutate/{policy};
+    /// GET /healthz, /readyz, /metrics).
+    Serve(serve::ServeArgs),
+    /// Run the policy chain offline on manifests: prints the mutated objects as
+    /// YAML on stdout and warnings and denials on stderr; exits 0 when every
+    /// object is allowed, 1 when one is denied, 2 on an error. For CI and GitOps.
+    Eval(eval::EvalArgs),
+    /// List the built-in policies, what they do, and their settings.
+    Policies(policies::PoliciesArgs),
+    /// Load-test a server with admission reviews over HTTP/2 and TLS; reports
+    /// throughput and latency percentiles.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Options about the compilation cache, shared by the commands that load policies.
+#[derive(Debug, Clone, clap::Args)]
+struct CacheArgs {
+    /// Where compiled policies are cached between runs, keyed by the module's
+    /// digest and the engine version. Default: $XDG_CACHE_HOME/stsguard or
+    /// ~/.cache/stsguard.
+    #[arg(long, env = "STSGUARD_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every policy at start-up instead of using the cache.
+    #[arg(long, env = "STSGUARD_NO_CACHE")]
+    no_cache: bool,
+}
+
+impl CacheArgs {
+    fn engine_options(self) -> EngineOptions {
+        let CacheArgs {
+            cache_dir,
+            no_cache,
+        } = self;
+        let cache_dir = if no_cache {
+            None
+        } else {
+            cache_dir.or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache"))
+                    })
+                    .map(|dir| dir.join("stsguard"))
+            })
+        };
+        EngineOptions {
+            cache_dir,
+            ..EngineOptions::default()
+        }
+    }
+}
+
+impl Cli {
+    /// Installs the log subscriber. Wasmtime and Cranelift are quiet unless asked.
+    pub fn init_tracing(&self) {
+        let default = match self.command {
+            Command::Serve(_) | Command::Bench(_) => "info",
+            Command::Eval(_) | Command::Policies(_) => "warn",
+        };
+        let log = self.log.as_deref().unwrap_or(default);
+        let filter = tracing_subscriber::EnvFilter::try_new(format!(
+            "cranelift=warn,wasmtime=warn,wasmtime_cranelift=warn,{log}"
+        ))
+        .unwrap_or_else(|error| {
+            eprintln!("stsguard: ignoring the log filter `{log}`: {error}");
+            tracing_subscriber::EnvFilter::new(default)
+        });
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Text => builder.init(),
+            LogFormat::Json => builder.json().flatten_event(true).init(),
+        }
+    }
+
+    /// Runs the command; the exit code says how it went.
+    pub fn run(self) -> ExitCode {
+        let result = match self.command {
+            Command::Serve(args) => serve::run(args),
+            Command::Eval(args) => return eval::run(args),
+            Command::Policies(args) => policies::run(args),
+            Command::Bench(args) => bench::run(args),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!("{error:#}");
+                eprintln!("stsguard: {error:#}");
+                ExitCode::from(2)
+            }
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! `stsguard bench`: a load generator for the admission endpoint.
+//!
+//! Sends one AdmissionReview over and over, over TLS with HTTP/2 (or HTTP/1.1),
+//! from `--concurrency` workers, for `--duration`, and reports throughput and
+//! latency percentiles. Two ways to load:
+//! - closed loop (default): each worker sends its next review when the last one is
+//!   answered, which finds the saturation throughput;
+//! - open loop (`--rate N`): reviews are due at a fixed rate, and latency is
+//!   measured from when each was due, so a stalled server shows up as latency
+//!   instead of quietly lowering the load (no coordinated omission).
+//!
+//! Without `--url` it starts a server in this process (built-in policies,
+//! generated certificate) and loads that; client and server then share the CPU.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+
+use super::CacheArgs;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::reload;
+use crate::server::{self, AppState};
+use crate::tls::{self, ReloadingCertificate};
+
+/// A realistic review: a course-lab StatefulSet as the API server sends it.
+const DEFAULT_REVIEW: &str =
+    include_str!("../../tests/fixtures/reviews/lab-statefulset.create.json");
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The endpoint to load, e.g. https://127.0.0.1:8443/mutate [default: start a
+    /// server in this process with the built-in policies].
+    #[arg(long, env = "STSGUARD_BENCH_URL")]
+    url: Option<String>,
+    /// CA certificate that signed the server's certificate (with --url).
+    #[arg(long, env = "STSGUARD_BENCH_CA", requires = "url")]
+    ca: Option<PathBuf>,
+    /// AdmissionReview JSON to send [default: a lab-style StatefulSet CREATE].
+    #[arg(long, env = "STSGUARD_BENCH_REVIEW")]
+    review: Option<PathBuf>,
+    /// Requests in flight at once.
+    #[arg(long, env = "STSGUARD_BENCH_CONCURRENCY", default_value_t = 64)]
+    concurrency: usize,
+    /// TCP connections the workers share (HTTP/2 multiplexes over them).
+    #[arg(long, env = "STSGUARD_BENCH_CONNECTIONS", default_value_t = 4)]
+    connections: usize,
+    /// How long to measure, after the warm-up.
+    #[arg(long, env = "STSGUARD_BENCH_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Warm-up before measuring (compiles, fills caches and pools).
+    #[arg(long, env = "STSGUARD_BENCH_WARMUP", default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Send at this fixed rate (reviews/s) instead of as fast as answered.
+    #[arg(long, env = "STSGUARD_BENCH_RATE")]
+    rate: Option<f64>,
+    /// Use HTTP/1.1 (a connection per worker) instead of HTTP/2.
+    #[arg(long, env = "STSGUARD_BENCH_HTTP1")]
+    http1: bool,
+    /// Report this process's resident memory at the end (the server's PID, with --url).
+    #[arg(long, env = "STSGUARD_BENCH_SERVER_PID")]
+    server_pid: Option<u32>,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(bench(args))
+}
+
+/// Where to send the load, and how to trust it.
+struct Target {
+    address: SocketAddr,
+    host: String,
+    path: String,
+    roots: rustls::RootCertStore,
+    _server_dir: Option<tempfile::TempDir>,
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let BenchArgs {
+        url,
+        ca,
+        review,
+        concurrency,
+        connections,
+        duration,
+        warmup,
+        rate,
+        http1,
+        server_pid,
+        cache,
+    } = args;
+    if concurrency == 0 || connections == 0 {
+        bail!("--concurrency and --connections must be at least 1");
+    }
+    let body = match &review {
+        Some(path) => {
+            std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?
+        }
+        None => DEFAULT_REVIEW.as_bytes().to_vec(),
+    };
+    crate::admission::parse_review(&body)
+        .map_err(|e| anyhow::anyhow!("the review to send is not valid: {e}"))?;
+    let body = Bytes::from(body);
+
+    let target = match url {
+        Some(url) => external_target(&url, ca)?,
+        None => in_process_server(cache).await?,
+    };
+    let protocol = if http1 { "HTTP/1.1" } else { "HTTP/2" };
+    eprintln!(
+        "loading https://{}{} over {protocol} with TLS: concurrency {concurrency}, {}",
+        target.address,
+        target.path,
+        match rate {
+            Some(rate) => format!("open loop at {rate} reviews/s"),
+            None => "closed loop (as fast as answered)".into(),
+        }
+    );
+
+    let mut tls_config = rustls::ClientConfig::builder()
+        .with_root_certificates(target.roots.clone())
+        .with_no_client_auth();
+    tls_config.alpn_protocols = vec![if http1 {
+        b"http/1.1".to_vec()
+    } else {
+        b"h2".to_vec()
+    }];
+    let tls_config = Arc::new(tls_config);
+    let senders = if http1 {
+        concurrency
+    } else {
+        connections.min(concurrency)
+    };
+    let mut connections_made = Vec::with_capacity(senders);
+    for _ in 0..senders {
+        connections_made.push(connect(&target, tls_config.clone(), http1).await?);
+    }
+
+    // Warm up, then measure.
+    let warm = run_workers(&connections_made, &target, &body, concurrency, warmup, rate).await;
+    if warm.ok == 0 {
+        bail!(
+            "no review succeeded during the warm-up: {}",
+            warm.first_error.unwrap_or_default()
+        );
+    }
+    let measured = run_workers(
+        &connections_made,
+        &target,
+        &body,
+        concurrency,
+        duration,
+        rate,
+    )
+    .await;
+    report(&measured, duration, server_pid);
+    if let Some(error) = measured.first_error {
+        eprintln!("first error: {error}");
+    }
+    Ok(())
+}
+
+fn external_target(url: &str, ca: Option<PathBuf>) -> anyhow::Result<Target> {
+    let uri: hyper::Uri = url
+        .parse()
+        .with_context(|| format!("`{url}` is not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        bail!("--url must be https://");
+    }
+    let host = uri
+        .host()
+        .context("--url has no host")?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let address = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+        .with_context(|| format!("could not resolve {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca =
+        ca.context("--ca is needed with --url: the CA that signed the server's certificate")?;
+    for cert in CertificateDer::pem_file_iter(&ca)
+        .with_context(|| format!("could not read {}", ca.display()))?
+    {
+        roots.add(cert.with_context(|| format!("{} is not a PEM certificate", ca.display()))?)?;
+    }
+    Ok(Target {
+        address,
+        host,
+        path: uri.path().to_string(),
+        roots,
+        _server_dir: None,
+    })
+}
+
+/// Starts the real server, with the built-in policies, on a free local port.
+async fn in_process_server(cache: CacheArgs) -> anyhow::Result<Target> {
+    let dir = tempfile::tempdir().context("could not create a temporary directory")?;
+    let generated = tls::self_signed(dir.path(), &["127.0.0.1".to_string()])?;
+    let certificate = Arc::new(ReloadingCertificate::new(generated.files.clone())?);
+    let started = Instant::now();
+    let engine = Engine::new(&cache.engine_options())?;
+    let config = Config::default();
+    let served =
+        tokio::task::spawn_blocking(move || reload::load_served(&engine, &config)).await??;
+    eprintln!(
+        "in-process server ready in {} ms",
+        started.elapsed().as_millis()
+    );
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let state = AppState::new(Arc::new(Metrics::default()), 2 * cores);
+    state.serve(served);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(server::run(
+        listener,
+        certificate.server_config(),
+        server::router(state),
+        std::future::pending(),
+    ));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&generated.ca)? {
+        roots.add(cert?)?;
+    }
+    Ok(Target {
+        address,
+        host: "127.0.0.1".into(),
+        path: "/mutate".into(),
+        roots,
+        _server_dir: Some(dir),
+    })
+}
+
+/// A request sender over one connection.
+#[derive(Clone)]
+enum Sender {
+    Http1(Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+async fn connect(
+    target: &Target,
+    tls: Arc<rustls::ClientConfig>,
+    http1: bool,
+) -> anyhow::Result<Sender> {
+    let tcp = TcpStream::connect(target.address)
+        .await
+        .with_context(|| format!("could not connect to {}", target.address))?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(target.host.clone())?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .context("TLS handshake with the server failed")?;
+    let io = TokioIo::new(stream);
+    if http1 {
+        let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(connection);
+        Ok(Sender::Http1(Arc::new(tokio::sync::Mutex::new(sender))))
+    } else {
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        tokio::spawn(connection);
+        Ok(Sender::Http2(sender))
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed: u64,
+    latencies_us: Vec<u32>,
+    first_error: Option<String>,
+}
+
+async fn run_workers(
+    senders: &[Sender],
+    target: &Target,
+    body: &Bytes,
+    concurrency: usize,
+    duration: Duration,
+    rate: Option<f64>,
+) -> Tally {
+    let start = Instant::now();
+    let end = start + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for worker in 0..concurrency {
+        let sender = senders[worker % senders.len()].clone();
+        let (host, path, body) = (target.host.clone(), target.path.clone(), body.clone());
+        // Open loop: worker w sends at start + (w + k * concurrency) / rate.
+        let interval = rate.map(|rate| Duration::from_secs_f64(concurrency as f64 / rate));
+        let offset = rate.map(|rate| Duration::from_secs_f64(worker as f64 / rate));
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut due = start + offset.unwrap_or_default();
+            while due < end {
+                if interval.is_some() {
+                    tokio::time::sleep_until(due.into()).await;
+                } else {
+                    due = Instant::now();
+                }
+                let request = Request::post(&path)
+                    .header(hyper::header::HOST, &host)
+                    .header(hyper::header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(body.clone()))
+                    .expect("a valid request");
+                match send(&sender, request).await {
+                    Ok(()) => {
+                        tally.ok += 1;
+                        tally
+                            .latencies_us
+                            .push(due.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    }
+                    Err(error) => {
+                        tally.failed += 1;
+                        tally.first_error.get_or_insert(error);
+                    }
+                }
+                if let Some(interval) = interval {
+                    due += interval;
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        if let Ok(tally) = task.await {
+            total.ok += tally.ok;
+            total.failed += tally.failed;
+            total.latencies_us.extend(tally.latencies_us);
+            if total.first_error.is_none() {
+                total.first_error = tally.first_error;
+            }
+        }
+    }
+    total
+}
+
+/// Sends one review and checks that an AdmissionReview came back.
+async fn send(sender: &Sender, request: Request<Full<Bytes>>) -> Result<(), String> {
+    let response = match sender {
+        Sender::Http1(sender) => sender.lock().await.send_request(request).await,
+        Sender::Http2(sender) => sender.clone().send_request(request).await,
+    }
+    .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+    }
+    let review: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
+    if review["response"]["uid"].is_null() {
+        return Err("the answer is not an AdmissionReview response".into());
+    }
+    Ok(())
+}
+
+fn report(tally: &Tally, duration: Duration, server_pid: Option<u32>) {
+    let mut latencies = tally.latencies_us.clone();
+    latencies.sort_unstable();
+    let percentile = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index] as f64 / 1000.0
+    };
+    let throughput = tally.ok as f64 / duration.as_secs_f64();
+    println!(
+        "reviews:    {} answered, {} failed in {:.1} s",
+        tally.ok,
+        tally.failed,
+        duration.as_secs_f64()
+    );
+    println!("throughput: {throughput:.0} reviews/s");
+    println!(
+        "latency:    p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        percentile(0.50),
+        percentile(0.90),
+        percentile(0.99),
+        percentile(0.999),
+        latencies.last().copied().unwrap_or(0) as f64 / 1000.0
+    );
+    let pid = server_pid.map_or_else(|| "self".to_string(), |pid| pid.to_string());
+    if let Some(rss) = resident_kib(&pid) {
+        let whose = if server_pid.is_some() {
+            "server"
+        } else {
+            "this process (server and client)"
+        };
+        println!(
+            "memory:     {whose} resident {:.1} MiB",
+            rss as f64 / 1024.0
+        );
+    }
+}
+
+/// VmRSS of a process, from /proc.
+fn resident_kib(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}

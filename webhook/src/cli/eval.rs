@@ -1,0 +1,210 @@
+//! `stsguard eval`: the policy chain offline, on manifest files — the same
+//! decisions the webhook would make, for CI pipelines and GitOps repositories.
+//!
+//! Each object becomes a dry-run AdmissionRequest: CREATE, or UPDATE when
+//! `--old` holds an object of the same kind, namespace and name. Note that the
+//! API server *defaults* objects before webhooks see them; manifests are
+//! evaluated as written, and the built-in policies treat an absent field as its
+//! default.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::CacheArgs;
+use crate::admission::{self, ReviewRequest};
+use crate::chain::{PolicySet, Selection};
+use crate::config::Config;
+use crate::engine::Engine;
+
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Config file with the policy chain [default: the built-in policies].
+    #[arg(long, env = "STSGUARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Manifests of the objects as they are now: objects that match one (same
+    /// kind, namespace and name) are evaluated as an UPDATE of it.
+    #[arg(long, env = "STSGUARD_EVAL_OLD", value_delimiter = ',')]
+    old: Vec<PathBuf>,
+    /// Manifest files (YAML, multi-document, or JSON; `-` reads stdin).
+    #[arg(
+        required = true,
+        env = "STSGUARD_EVAL_MANIFESTS",
+        value_delimiter = ','
+    )]
+    manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+pub fn run(args: EvalArgs) -> ExitCode {
+    match evaluate(args) {
+        Ok(Verdict::Allowed) => ExitCode::SUCCESS,
+        Ok(Verdict::Denied) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("stsguard eval: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+enum Verdict {
+    Allowed,
+    Denied,
+}
+
+fn evaluate(args: EvalArgs) -> anyhow::Result<Verdict> {
+    let EvalArgs {
+        config,
+        old,
+        manifests,
+        cache,
+    } = args;
+    let config = match &config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let mut objects = Vec::new();
+    for path in &manifests {
+        objects.extend(read_objects(path)?);
+    }
+    let mut previous = HashMap::new();
+    for path in &old {
+        for (_, object) in read_objects(path)? {
+            previous.insert(identity(&object), object);
+        }
+    }
+    let engine = Engine::new(&cache.engine_options())?;
+    let policies = PolicySet::load(&engine, &config)?;
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut denied = false;
+    for (index, (origin, object)) in objects.into_iter().enumerate() {
+        let old = previous.get(&identity(&object)).cloned();
+        let request = review_request(index, &object, old)
+            .with_context(|| format!("{origin}: cannot evaluate this object"))?;
+        let described = format!("{origin}: {}", request.describe());
+        let deadline = Instant::now() + config.request_timeout.max(Duration::from_secs(1));
+        let (response, outcome) = admission::decide(&request, &policies, Selection::All, deadline);
+        for warning in &response.warnings {
+            eprintln!("warning: {described}: {warning}");
+        }
+        if let Some((_, message)) = response.status.as_ref().filter(|_| !response.allowed) {
+            denied = true;
+            eprintln!("denied: {described}: {message}");
+            continue;
+        }
+        let object = outcome.object.unwrap_or(object);
+        writeln!(out, "---").context("writing to stdout")?;
+        serde_yaml::to_writer(&mut out, &object).context("writing to stdout")?;
+    }
+    out.flush().context("writing to stdout")?;
+    Ok(if denied {
+        Verdict::Denied
+    } else {
+        Verdict::Allowed
+    })
+}
+
+/// Every object in a manifest file, with where it came from. `List` objects are
+/// unpacked; empty documents are skipped.
+fn read_objects(path: &Path) -> anyhow::Result<Vec<(String, Value)>> {
+    let (name, text) = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
+        ("stdin".to_string(), text)
+    } else {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        (path.display().to_string(), text)
+    };
+    let mut objects = Vec::new();
+    for (number, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let value = Value::deserialize(document).with_context(|| {
+            format!("{name}: document {} is not valid YAML or JSON", number + 1)
+        })?;
+        let origin = format!("{name}#{}", number + 1);
+        match value {
+            Value::Null => {}
+            Value::Object(_) if value["kind"] == "List" => {
+                for item in value["items"].as_array().into_iter().flatten() {
+                    objects.push((origin.clone(), item.clone()));
+                }
+            }
+            Value::Object(_) => objects.push((origin, value)),
+            _ => bail!("{origin} is not a Kubernetes object (a mapping with apiVersion and kind)"),
+        }
+    }
+    Ok(objects)
+}
+
+/// Kind, namespace and name: how `--old` objects are matched.
+fn identity(object: &Value) -> (String, String, String, String) {
+    let text = |pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    (
+        text("/apiVersion"),
+        text("/kind"),
+        namespace,
+        text("/metadata/name"),
+    )
+}
+
+/// The AdmissionRequest the API server would send for this object (dry run).
+fn review_request(
+    index: usize,
+    object: &Value,
+    old: Option<Value>,
+) -> anyhow::Result<ReviewRequest> {
+    let api_version = object["apiVersion"].as_str().filter(|s| !s.is_empty());
+    let kind = object["kind"].as_str().filter(|s| !s.is_empty());
+    let (Some(api_version), Some(kind)) = (api_version, kind) else {
+        bail!("it has no apiVersion and kind");
+    };
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let (_, _, namespace, name) = identity(object);
+    let (operation, options_kind) = match old {
+        Some(_) => ("UPDATE", "UpdateOptions"),
+        None => ("CREATE", "CreateOptions"),
+    };
+    let resource = format!("{}s", kind.to_lowercase());
+    let review = json!({
+        "apiVersion": admission::API_VERSION,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("stsguard-eval-{}", index + 1),
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": resource},
+            "requestKind": {"group": group, "version": version, "kind": kind},
+            "requestResource": {"group": group, "version": version, "resource": resource},
+            "name": name,
+            "namespace": namespace,
+            "operation": operation,
+            "userInfo": {"username": "stsguard-eval"},
+            "object": object,
+            "oldObject": old,
+            "dryRun": true,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind},
+        },
+    });
+    admission::parse_review(&serde_json::to_vec(&review)?).map_err(|e| anyhow::anyhow!(e.message))
+}

@@ -1,0 +1,510 @@
+//! The configuration file: where to listen, which certificate to serve, and the
+//! ordered list of policies with their modes, limits and settings.
+//!
+//! One YAML file, every key optional, camelCase like the Kubernetes objects it sits
+//! next to (it usually arrives as a ConfigMap). Without a file, stsguard runs the
+//! built-in policies in their default order. Unknown keys are errors, not silently
+//! ignored: a misspelt `failurPolicy` must not quietly fall back to the default.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::builtin;
+
+/// Everything the config file can say.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve HTTPS on; the `--listen` flag wins over it.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Certificate and key files; the `--tls-cert`/`--tls-key` flags win over them.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Deadline for a whole review, queueing included. Keep it below the
+    /// webhook's `timeoutSeconds` so the API server gets an answer, not a time-out.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request body accepted; larger ones are answered with 413.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: ByteSize,
+    /// How often the config file, policy modules and certificate are checked
+    /// for changes.
+    #[serde(default = "default_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// The policies, in evaluation order.
+    #[serde(default = "default_policies")]
+    pub policies: Vec<PolicyConfig>,
+}
+
+/// Certificate chain and private key, PEM files.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// One entry of the policy chain.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Unique name: used in `/mutate/{name}`, in logs, metrics and warnings.
+    pub name: String,
+    /// Where the component comes from.
+    pub module: ModuleSource,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+    /// Wall-clock limit for one evaluation.
+    #[serde(default = "default_policy_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Most linear memory one evaluation may use.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: ByteSize,
+    /// Passed to the policy as JSON; `{}` when absent.
+    #[serde(default = "empty_settings")]
+    pub settings: serde_json::Value,
+}
+
+/// Where a policy's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModuleSource {
+    /// `builtin:<name>`: embedded in the binary.
+    Builtin(String),
+    /// A path to a `.wasm` component, relative to the config file's folder.
+    File(PathBuf),
+}
+
+/// Whether a policy's verdict takes effect.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    /// Denials deny, mutations are applied.
+    #[default]
+    Enforce,
+    /// Never denies and never mutates: what the policy would have done becomes a
+    /// warning, a log line and a metric. For trying a policy on a live cluster.
+    Monitor,
+}
+
+/// What a policy error or time-out means for the request.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum FailurePolicy {
+    /// Deny the request: the safe choice for a policy that guards something.
+    #[default]
+    Fail,
+    /// Skip the policy (with a warning) and go on with the chain.
+    Ignore,
+}
+
+/// A number of bytes, written as an integer or a Kubernetes quantity with a
+/// binary (`Ki`, `Mi`, `Gi`) or decimal (`k`, `M`, `G`) suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("the config file {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and checks a config file. Relative module paths are resolved
+    /// against the file's folder, so a config works wherever it is mounted.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|error| error.at(path))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for policy in &mut config.policies {
+            if let ModuleSource::File(file) = &mut policy.module
+                && file.is_relative()
+            {
+                *file = base.join(&*file);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks config text; errors carry no path yet.
+    pub fn parse(text: &str) -> Result<Self, UnplacedError> {
+        // An empty file means "all defaults", as no file does.
+        let config: Config = if text.trim().is_empty() {
+            serde_yaml::from_str("{}")
+        } else {
+            serde_yaml::from_str(text)
+        }
+        .map_err(UnplacedError::Parse)?;
+        config.check().map_err(UnplacedError::Invalid)?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut names = HashSet::new();
+        for policy in &self.policies {
+            let name = &policy.name;
+            let well_formed = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !well_formed {
+                return Err(format!(
+                    "policy name `{name}` must be 1-63 characters of a-z, 0-9 and `-` \
+                     (it appears in URLs, metrics and warnings)"
+                ));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(format!(
+                    "policy name `{name}` is used twice; names must be unique"
+                ));
+            }
+            if policy.timeout.is_zero() {
+                return Err(format!(
+                    "policy `{name}`: timeout must be greater than zero"
+                ));
+            }
+            if policy.memory_limit.0 < 1 << 20 {
+                return Err(format!(
+                    "policy `{name}`: memoryLimit {} is too small to run a policy; use at least 1Mi",
+                    policy.memory_limit
+                ));
+            }
+            if !policy.settings.is_object() {
+                return Err(format!(
+                    "policy `{name}`: settings must be a mapping (got {})",
+                    policy.settings
+                ));
+            }
+            if let ModuleSource::Builtin(builtin) = &policy.module
+                && builtin::module(builtin).is_none()
+            {
+                return Err(format!(
+                    "policy `{name}`: there is no built-in policy `{builtin}`; built-ins are: {}",
+                    builtin::names().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        if self.request_timeout.is_zero() {
+            return Err("requestTimeout must be greater than zero".into());
+        }
+        if self.reload_interval.is_zero() {
+            return Err("reloadInterval must be greater than zero".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::parse("").expect("the default configuration is valid")
+    }
+}
+
+/// A config error before it is tied to a file (for text that came from elsewhere).
+#[derive(Debug, thiserror::Error)]
+pub enum UnplacedError {
+    #[error("{0}")]
+    Parse(serde_yaml::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl UnplacedError {
+    fn at(self, path: &Path) -> ConfigError {
+        let path = path.to_path_buf();
+        match self {
+            Self::Parse(source) => ConfigError::Parse { path, source },
+            Self::Invalid(message) => ConfigError::Invalid { path, message },
+        }
+    }
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(8)
+}
+
+fn default_max_request_bytes() -> ByteSize {
+    // The API server caps objects at about 1.5 MiB in etcd; a review carries the
+    // object and the old object, so 3 MiB admits every valid review.
+    ByteSize(3 << 20)
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_policy_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_memory_limit() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+fn empty_settings() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// The built-in policies in their default order, enforcing, failing closed.
+fn default_policies() -> Vec<PolicyConfig> {
+    builtin::names()
+        .map(|name| PolicyConfig {
+            name: name.to_string(),
+            module: ModuleSource::Builtin(name.to_string()),
+            mode: Mode::default(),
+            failure_policy: FailurePolicy::default(),
+            timeout: default_policy_timeout(),
+            memory_limit: default_memory_limit(),
+            settings: empty_settings(),
+        })
+        .collect()
+}
+
+impl FromStr for ModuleSource {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(name) = text.strip_prefix("builtin:") {
+            return Ok(Self::Builtin(name.to_string()));
+        }
+        if text.starts_with("https://") || text.starts_with("http://") {
+            return Err(format!(
+                "module `{text}`: URLs are not supported; download the component, check its \
+                 digest, and give its file path"
+            ));
+        }
+        if text.is_empty() {
+            return Err("module must be `builtin:<name>` or a path to a .wasm component".into());
+        }
+        Ok(Self::File(PathBuf::from(text)))
+    }
+}
+
+impl<'de> Deserialize<'de> for ModuleSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for ModuleSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Builtin(name) => write!(f, "builtin:{name}"),
+            Self::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const SUFFIXES: &[(&str, u64)] = &[
+            ("Ki", 1 << 10),
+            ("Mi", 1 << 20),
+            ("Gi", 1 << 30),
+            ("k", 1_000),
+            ("M", 1_000_000),
+            ("G", 1_000_000_000),
+        ];
+        let text = text.trim();
+        let (digits, unit) = SUFFIXES
+            .iter()
+            .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|digits| (digits, *unit)))
+            .unwrap_or((text, 1));
+        digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit))
+            .map(ByteSize)
+            .ok_or_else(|| {
+                format!("`{text}` is not a size; write bytes (1048576) or a quantity like 64Mi")
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+            write!(f, "{}Mi", n >> 20)
+        } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+            write!(f, "{}Ki", n >> 10)
+        } else {
+            write!(f, "{n}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_means_builtins_in_default_order() {
+        let config = Config::default();
+        let names: Vec<_> = config.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, builtin::names().collect::<Vec<_>>());
+        assert!(config.policies.iter().all(|p| p.mode == Mode::Enforce));
+        assert_eq!(config.request_timeout, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn full_policy_entry_parses() {
+        let config = Config::parse(
+            r#"
+listen: 0.0.0.0:9443
+tls: { certFile: /tls/tls.crt, keyFile: /tls/tls.key }
+requestTimeout: 5s
+maxRequestBytes: 1Mi
+policies:
+  - name: my-rule
+    module: rules/my-rule.wasm
+    mode: monitor
+    failurePolicy: ignore
+    timeout: 250ms
+    memoryLimit: 32Mi
+    settings: { level: 3 }
+"#,
+        )
+        .unwrap();
+        let policy = &config.policies[0];
+        assert_eq!(
+            policy.module,
+            ModuleSource::File("rules/my-rule.wasm".into())
+        );
+        assert_eq!(policy.mode, Mode::Monitor);
+        assert_eq!(policy.failure_policy, FailurePolicy::Ignore);
+        assert_eq!(policy.timeout, Duration::from_millis(250));
+        assert_eq!(policy.memory_limit, ByteSize(32 << 20));
+        assert_eq!(policy.settings["level"], 3);
+        assert_eq!(config.max_request_bytes, ByteSize(1 << 20));
+        assert_eq!(config.listen, Some("0.0.0.0:9443".parse().unwrap()));
+    }
+
+    #[test]
+    fn misspelt_keys_are_errors_not_defaults() {
+        let error =
+            Config::parse("policies: [{name: a, module: 'builtin:probes', failurPolicy: ignore}]")
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("failurPolicy"), "{error}");
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        let cases = [
+            (
+                "policies: [{name: a, module: 'builtin:nope'}]",
+                "no built-in policy `nope`",
+            ),
+            (
+                "policies: [{name: A_b, module: 'builtin:probes'}]",
+                "name `A_b`",
+            ),
+            (
+                "policies: [{name: a, module: 'builtin:probes'}, {name: a, module: 'builtin:parallel'}]",
+                "used twice",
+            ),
+            (
+                "policies: [{name: a, module: 'builtin:probes', mode: strict}]",
+                "unknown variant `strict`",
+            ),
+            (
+                "policies: [{name: a, module: 'builtin:probes', timeout: 0s}]",
+                "greater than zero",
+            ),
+            (
+                "policies: [{name: a, module: 'builtin:probes', memoryLimit: 12}]",
+                "too small",
+            ),
+            (
+                "policies: [{name: a, module: 'builtin:probes', memoryLimit: lots}]",
+                "not a size",
+            ),
+            (
+                "policies: [{name: a, module: 'builtin:probes', settings: [1]}]",
+                "must be a mapping",
+            ),
+            (
+                "policies: [{name: a, module: 'https://x/p.wasm'}]",
+                "URLs are not supported",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Config::parse(text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn relative_modules_resolve_against_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "policies: [{name: a, module: rules/a.wasm}]").unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(
+            config.policies[0].module,
+            ModuleSource::File(dir.path().join("rules/a.wasm"))
+        );
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let error = Config::load(Path::new("/nonexistent/stsguard.yaml")).unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/stsguard.yaml"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!("64Mi".parse::<ByteSize>().unwrap(), ByteSize(64 << 20));
+        assert_eq!("2k".parse::<ByteSize>().unwrap(), ByteSize(2000));
+        assert_eq!("512".parse::<ByteSize>().unwrap(), ByteSize(512));
+        assert!("99999999999999999999Gi".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(64 << 20).to_string(), "64Mi");
+    }
+}

@@ -1,0 +1,342 @@
+//! The WebAssembly engine: compiles policy components once and runs each
+//! evaluation in a fresh, sandboxed instance.
+//!
+//! ```text
+//!   component bytes ──compile (or on-disk cache)──► Component
+//!        ──link WASI (nothing granted) + host.log──► PolicyPre   (once per policy)
+//!   per evaluation: new Store(limits, epoch deadline) ─► instantiate ─► evaluate ─► drop
+//! ```
+//!
+//! Why a fresh instance per evaluation: a policy cannot keep state between
+//! reviews, one review cannot see another's data, and a policy that leaks memory
+//! cannot grow the server over time. What makes that affordable is the pooling
+//! allocator with copy-on-write memory images and `linear_memory_keep_resident`
+//! (measured in `shared/notes`: ~100 µs per fresh instance + evaluation, and it
+//! scales across cores), plus compiling each component once into a `PolicyPre`.
+//!
+//! Sandbox limits per evaluation: a wall-clock deadline by epoch interruption (a
+//! ticker thread advances the epoch every [`TICK`]), a linear-memory cap enforced
+//! by a [`ResourceLimiter`](wasmtime::ResourceLimiter), WASI with no files,
+//! sockets, environment or arguments. Guest stdout and stderr are captured and
+//! written to the host log. A policy that traps, loops or exhausts its memory fails
+//! only its own evaluation; the engine and the `PolicyPre` stay usable.
+
+mod bindings;
+mod sandbox;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+pub use bindings::{Metadata, Target, Verdict};
+use sandbox::Sandbox;
+
+/// How often the epoch advances; deadlines are rounded up to whole ticks.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// The largest `memoryLimit` a policy may have: the size of a pooling slot.
+pub const MAX_MEMORY_LIMIT: u64 = 512 << 20;
+
+/// Bytes of guest stdout/stderr kept per evaluation; the rest is dropped.
+const CAPTURED_OUTPUT_BYTES: usize = 16 << 10;
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where compiled components are cached (keyed by the component's digest,
+    /// the engine's settings and the wasmtime version). `None` compiles every
+    /// time.
+    pub cache_dir: Option<PathBuf>,
+    /// Instances that may exist at once (pooling slots).
+    pub max_instances: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        Self {
+            cache_dir: None,
+            max_instances: (cores * 4).max(16),
+        }
+    }
+}
+
+/// Why the engine could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("could not use the compilation cache directory {path}: {message}")]
+    Cache { path: PathBuf, message: String },
+    #[error("could not create the WebAssembly engine: {0}")]
+    Create(String),
+}
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly policy component: {0}")]
+    Compile(String),
+    #[error(
+        "the component does not fit the stsguard:policy world (check that it was built \
+         against policies/wit): {0}"
+    )]
+    Link(String),
+    #[error("the component's `metadata` export failed: {0}")]
+    Metadata(String),
+}
+
+/// Why one evaluation (or a settings check) did not produce a result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    #[error("timed out after {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("exceeded its memory limit of {0} bytes")]
+    MemoryLimit(u64),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("returned an error: {0}")]
+    Policy(String),
+}
+
+impl EvalError {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::MemoryLimit(_) => "memory_limit",
+            Self::Trap(_) => "trap",
+            Self::Policy(_) => "policy_error",
+        }
+    }
+}
+
+/// Limits for one call into a policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory_bytes: u64,
+}
+
+/// What a log line from the guest is tagged with.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    pub policy: Arc<str>,
+    pub uid: Arc<str>,
+}
+
+/// The shared engine: cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    engine: wasmtime::Engine,
+    linker: Arc<Linker<Sandbox>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates the engine and starts its epoch ticker. Falls back from the pooling
+    /// allocator to on-demand allocation when the pool's virtual-memory
+    /// reservation is refused (e.g. under `ulimit -v`).
+    pub fn new(options: &EngineOptions) -> Result<Self, EngineError> {
+        let engine = match wasmtime::Engine::new(&Self::config(options, true)?) {
+            Ok(engine) => engine,
+            Err(error) => {
+                tracing::warn!(
+                    error = %error.root_cause(),
+                    "the pooling allocator is not available; using on-demand allocation \
+                     (slower per evaluation)"
+                );
+                wasmtime::Engine::new(&Self::config(options, false)?)
+                    .map_err(|e| EngineError::Create(format!("{e:?}")))?
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| EngineError::Create(format!("linking WASI: {e:?}")))?;
+        bindings::Policy::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)
+            .map_err(|e| EngineError::Create(format!("linking the host interface: {e:?}")))?;
+        start_epoch_ticker(&engine);
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    fn config(options: &EngineOptions, pooling: bool) -> Result<Config, EngineError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        if pooling {
+            let slots = options.max_instances;
+            let mut pool = PoolingAllocationConfig::default();
+            // A Rust wasm32-wasip2 component instantiates a handful of core
+            // modules (the program plus adapter shims), each with a table and at
+            // most one memory.
+            pool.total_component_instances(slots)
+                .total_core_instances(slots * 8)
+                .total_memories(slots * 2)
+                .total_tables(slots * 8)
+                .max_memories_per_component(4)
+                .max_tables_per_component(16)
+                .max_memory_size(MAX_MEMORY_LIMIT as usize)
+                // Keeping a guest's initial pages resident between instances is
+                // what makes a fresh instance per request cheap (see module docs).
+                .linear_memory_keep_resident(2 << 20)
+                .table_keep_resident(64 << 10);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        if let Some(dir) = &options.cache_dir {
+            let error = |message: String| EngineError::Cache {
+                path: dir.clone(),
+                message,
+            };
+            std::fs::create_dir_all(dir).map_err(|e| error(e.to_string()))?;
+            let mut cache_config = wasmtime::CacheConfig::new();
+            cache_config.with_directory(dir);
+            let cache = wasmtime::Cache::new(cache_config).map_err(|e| error(format!("{e:?}")))?;
+            config.cache(Some(cache));
+        }
+        Ok(config)
+    }
+
+    /// Compiles a component (or loads it from the cache), links it, and reads its
+    /// metadata. Slow on a cache miss (seconds): call it off the request path.
+    pub fn load(&self, bytes: &[u8]) -> Result<Module, LoadError> {
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(root(&e)))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(root(&e)))?;
+        let pre = bindings::PolicyPre::new(pre).map_err(|e| LoadError::Link(root(&e)))?;
+        let mut module = Module {
+            engine: self.clone(),
+            pre,
+            metadata: Metadata {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                mutating: false,
+                targets: Vec::new(),
+                settings_schema: String::new(),
+            },
+        };
+        let limits = Limits {
+            timeout: Duration::from_secs(5),
+            memory_bytes: 64 << 20,
+        };
+        module.metadata = module
+            .call(&limits, &CallContext::default(), |policy, store| {
+                policy.call_metadata(store).map(Ok)
+            })
+            .map_err(|e| LoadError::Metadata(e.to_string()))?;
+        Ok(module)
+    }
+}
+
+/// A compiled, linked policy component, ready to instantiate.
+pub struct Module {
+    engine: Engine,
+    pre: bindings::PolicyPre<Sandbox>,
+    metadata: Metadata,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("name", &self.metadata.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Module {
+    /// What the policy said about itself at load.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Asks the policy whether `settings` (JSON) are valid.
+    pub fn validate_settings(
+        &self,
+        settings: &str,
+        limits: &Limits,
+        context: &CallContext,
+    ) -> Result<(), EvalError> {
+        self.call(limits, context, |policy, store| {
+            policy.call_validate_settings(store, settings)
+        })
+    }
+
+    /// Evaluates one admission request (JSON) in a fresh instance.
+    pub fn evaluate(
+        &self,
+        request: &str,
+        settings: &str,
+        limits: &Limits,
+        context: &CallContext,
+    ) -> Result<Verdict, EvalError> {
+        self.call(limits, context, |policy, store| {
+            policy.call_evaluate(store, request, settings)
+        })
+    }
+
+    /// Runs `f` against a fresh instance in a fresh store with `limits`, and
+    /// turns every way it can fail into an [`EvalError`].
+    fn call<R>(
+        &self,
+        limits: &Limits,
+        context: &CallContext,
+        f: impl FnOnce(&bindings::Policy, &mut Store<Sandbox>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, EvalError> {
+        let sandbox = Sandbox::new(context.clone(), limits.memory_bytes, CAPTURED_OUTPUT_BYTES);
+        let mut store = Store::new(&self.engine.engine, sandbox);
+        store.limiter(|sandbox| &mut sandbox.limiter);
+        let ticks = limits.timeout.as_nanos().div_ceil(TICK.as_nanos()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        let started = Instant::now();
+        let outcome = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|policy| f(&policy, &mut store));
+        store.data_mut().flush_output();
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(message)) => Err(EvalError::Policy(message)),
+            Err(error) => {
+                if store.data().limiter.exceeded() {
+                    return Err(EvalError::MemoryLimit(limits.memory_bytes));
+                }
+                if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+                    return Err(EvalError::Timeout(started.elapsed().max(limits.timeout)));
+                }
+                Err(EvalError::Trap(root(&error)))
+            }
+        }
+    }
+}
+
+/// The innermost cause: wasmtime's outer message is only "error while executing".
+fn root(error: &wasmtime::Error) -> String {
+    error.root_cause().to_string()
+}
+
+/// Advances the engine's epoch every [`TICK`] until the engine is dropped.
+fn start_epoch_ticker(engine: &wasmtime::Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("stsguard-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}

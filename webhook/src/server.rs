@@ -1,0 +1,349 @@
+//! The HTTPS server: routes, handlers, and the accept loop.
+//!
+//! ```text
+//!   TCP ─► rustls (h2 / http1.1) ─► hyper ─► axum Router
+//!     POST /mutate            whole chain      ┐  body ─► parse_review ─► wait for policies
+//!     POST /mutate/{policy}   one policy       ┘  ─► evaluation permit ─► decide (blocking pool)
+//!     GET  /healthz /readyz /metrics
+//! ```
+//!
+//! Handlers are thin: they turn bytes into a [`ReviewRequest`] and hand it to
+//! [`admission::decide`], which runs on the blocking pool because a policy is
+//! synchronous CPU work that may run up to its timeout. A semaphore bounds how
+//! many evaluations run at once (and so the pool's instance slots); a review
+//! waiting for a permit still counts against its deadline, and one that runs out
+//! of time is answered by its policies' failurePolicy, never left hanging.
+//!
+//! A parseable review is always answered with an AdmissionReview, never a 5xx: an
+//! unreadable one gets `allowed: false` with code 400 and the reason.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::admission::{self, ReviewRequest};
+use crate::chain::{PolicySet, Selection};
+use crate::metrics::Metrics;
+
+/// How long a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests get to finish after SIGTERM.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// What a review is checked against; replaced as a whole on reload.
+#[derive(Debug)]
+pub struct Served {
+    pub policies: PolicySet,
+    pub request_timeout: Duration,
+    pub max_request_bytes: usize,
+}
+
+/// The server's state: cheap to clone, shared by every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    served: watch::Sender<Option<Arc<Served>>>,
+    pub metrics: Arc<Metrics>,
+    evaluations: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// State with no policy set yet: `/readyz` says not ready and reviews wait
+    /// (within their deadline) until [`AppState::serve`] is called.
+    pub fn new(metrics: Arc<Metrics>, max_concurrent_evaluations: usize) -> Self {
+        Self {
+            served: watch::Sender::new(None),
+            metrics,
+            evaluations: Arc::new(Semaphore::new(max_concurrent_evaluations)),
+        }
+    }
+
+    /// Swaps in a new policy set. Reviews already running finish on the old one.
+    pub fn serve(&self, served: Served) {
+        self.metrics
+            .policies_loaded
+            .set(served.policies.policies().len() as i64);
+        self.served.send_replace(Some(Arc::new(served)));
+    }
+
+    pub fn current(&self) -> Option<Arc<Served>> {
+        self.served.borrow().clone()
+    }
+
+    /// The current set, waiting until one is loaded or `deadline` passes.
+    async fn wait_for_policies(&self, deadline: Instant) -> Option<Arc<Served>> {
+        if let Some(served) = self.current() {
+            return Some(served);
+        }
+        let mut receiver = self.served.subscribe();
+        let loaded = receiver.wait_for(Option::is_some);
+        match tokio::time::timeout_at(deadline.into(), loaded).await {
+            Ok(Ok(served)) => served.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// The routes, without transport: tests call it with `oneshot`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate_all))
+        .route("/mutate/{policy}", post(mutate_one))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn mutate_all(State(state): State<AppState>, body: Body) -> Response {
+    review(state, None, body).await
+}
+
+async fn mutate_one(
+    State(state): State<AppState>,
+    Path(policy): Path<String>,
+    body: Body,
+) -> Response {
+    review(state, Some(policy), body).await
+}
+
+async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
+    let started = Instant::now();
+    // Until policies are loaded the defaults apply to the body limit and deadline.
+    let current = state.current();
+    let (timeout, limit) = current
+        .as_ref()
+        .map_or((Duration::from_secs(8), 3 << 20), |served| {
+            (served.request_timeout, served.max_request_bytes)
+        });
+    let deadline = started + timeout;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                state
+                    .metrics
+                    .record_review("invalid", started.elapsed().as_secs_f64(), None);
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the admission review is larger than maxRequestBytes ({limit} bytes)\n"
+                    ),
+                )
+                    .into_response();
+            }
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {error}\n"),
+            )
+                .into_response();
+        }
+    };
+    let request = match admission::parse_review(&bytes) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::warn!(uid = %error.uid, %error, "unreadable admission review");
+            state
+                .metrics
+                .record_review("invalid", started.elapsed().as_secs_f64(), None);
+            return axum::Json(admission::invalid(&error).to_review()).into_response();
+        }
+    };
+    let span = tracing::info_span!(
+        "review",
+        uid = %request.uid,
+        kind = %request.kind.kind,
+        namespace = %request.namespace,
+        name = %request.name,
+        operation = ?request.operation,
+    );
+    decide(state, only, request, deadline, started)
+        .instrument(span)
+        .await
+}
+
+async fn decide(
+    state: AppState,
+    only: Option<String>,
+    request: ReviewRequest,
+    deadline: Instant,
+    started: Instant,
+) -> Response {
+    let Some(served) = state.wait_for_policies(deadline).await else {
+        let message = "stsguard is still loading its policies; the review was not evaluated";
+        tracing::warn!(message);
+        let response = admission::Response {
+            uid: request.uid.clone(),
+            allowed: false,
+            status: Some((503, message.into())),
+            patch: None,
+            warnings: Vec::new(),
+        };
+        state
+            .metrics
+            .record_review("denied", started.elapsed().as_secs_f64(), None);
+        return axum::Json(response.to_review()).into_response();
+    };
+    if let Some(name) = &only
+        && served.policies.get(name).is_none()
+    {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no policy named `{name}` is configured\n"),
+        )
+            .into_response();
+    }
+    // Waiting for a permit uses up the deadline; if it runs out, the chain sees no
+    // time left and each policy's failurePolicy decides.
+    let permit =
+        tokio::time::timeout_at(deadline.into(), state.evaluations.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok);
+    let span = tracing::Span::current();
+    let evaluation = tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
+        let _permit = permit;
+        let selection = match &only {
+            Some(name) => Selection::Only(name),
+            None => Selection::All,
+        };
+        let (response, outcome) =
+            admission::decide(&request, &served.policies, selection, deadline);
+        (request, response, outcome)
+    })
+    .await;
+    let (request, response, outcome) = match evaluation {
+        Ok(result) => result,
+        Err(error) => {
+            tracing::error!(%error, "the evaluation task failed");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the stsguard log\n",
+            )
+                .into_response();
+        }
+    };
+    let outcome_label = match (&response.allowed, &response.patch) {
+        (false, _) => "denied",
+        (true, Some(_)) => "patched",
+        (true, None) => "allowed",
+    };
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .record_review(outcome_label, elapsed.as_secs_f64(), Some(&outcome));
+    let denial = response
+        .status
+        .as_ref()
+        .map(|(_, message)| message.as_str());
+    tracing::info!(
+        outcome = outcome_label,
+        dry_run = request.dry_run,
+        warnings = response.warnings.len(),
+        elapsed_us = elapsed.as_micros() as u64,
+        denial,
+        "reviewed"
+    );
+    axum::Json(response.to_review()).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.current() {
+        Some(served) => {
+            format!("ready: {} policies\n", served.policies.policies().len()).into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: loading policies\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` completes, then stops
+/// accepting and lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]).
+pub async fn run(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls_stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let connection =
+                builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight reviews");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}");
+    }
+}

@@ -1,0 +1,335 @@
+//! The `stsguard` binary as a user runs it: start-up refusals, graceful shutdown,
+//! and `eval` on the example manifests.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{config_text, fixture};
+
+fn stsguard() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stsguard"));
+    command
+        .env_remove("STSGUARD_CONFIG")
+        .env("STSGUARD_CACHE_DIR", stsguard_webhook::testing::cache_dir());
+    command
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn write_config(dir: &Path, yaml: &str) -> PathBuf {
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, config_text(yaml)).unwrap();
+    path
+}
+
+#[test]
+fn serve_refuses_to_start_with_invalid_settings_naming_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "policies: [{name: picky, module: SCRIPTED, settings: {behaviour: dance}}]",
+    );
+    let output = stsguard()
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-dir"])
+        .arg(dir.path().join("tls"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("policy `picky`") && stderr.contains("unknown behaviour `dance`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_module_that_is_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("junk.wasm"),
+        b"\0asm\x01\0\0\0 but nothing else",
+    )
+    .unwrap();
+    let config = write_config(dir.path(), "policies: [{name: junk, module: junk.wasm}]");
+    let output = stsguard()
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-dir"])
+        .arg(dir.path().join("tls"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("policy `junk`")
+            && stderr.contains("not a valid WebAssembly policy component"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_rejects_a_bad_config_file_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "policies: {oops");
+    let output = stsguard()
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&config.display().to_string()), "{stderr}");
+}
+
+/// A running `stsguard serve` and the port it chose.
+struct Serving {
+    child: Child,
+    port: u16,
+    ca: PathBuf,
+}
+
+fn serve(dir: &Path, yaml: &str) -> Serving {
+    let config = write_config(dir, yaml);
+    let tls = dir.join("tls");
+    let mut child = stsguard()
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-dir",
+        ])
+        .arg(&tls)
+        .arg("--config")
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str::<Value>(&line)
+                && let Some(address) = event["address"].as_str()
+            {
+                let _ = sender.send(address.rsplit(':').next().unwrap().parse::<u16>().unwrap());
+            }
+        }
+    });
+    let port = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server logs its address");
+    Serving {
+        child,
+        port,
+        ca: tls.join("ca.crt"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_in_flight_reviews_then_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serving = serve(
+        dir.path(),
+        "policies: [{name: slow, module: SCRIPTED, timeout: 1s, failurePolicy: ignore, settings: {behaviour: loop}}]",
+    );
+    let client = support::client_trusting(&serving.ca, false);
+    let url = format!("https://127.0.0.1:{}", serving.port);
+    support::eventually("the server is ready", || async {
+        matches!(client.get(format!("{url}/readyz")).send().await, Ok(r) if r.status() == 200)
+    })
+    .await;
+    let review = fixture("reviews/lab-statefulset.create.json");
+    let in_flight = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            client
+                .post(format!("{url}/mutate"))
+                .json(&review)
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &serving.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let answer = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight review is answered");
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["response"]["allowed"], true);
+    let status = tokio::task::spawn_blocking(move || serving.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Runs `stsguard eval` and returns (exit code, objects printed, stderr).
+fn eval(args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
+    let output = stsguard()
+        .current_dir(repo())
+        .arg("eval")
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let objects = serde_yaml::Deserializer::from_str(&stdout)
+        .map(|document| serde::Deserialize::deserialize(document).unwrap())
+        .filter(|value: &Value| !value.is_null())
+        .collect();
+    (
+        output.status.code(),
+        objects,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn manifest(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(repo().join(path)).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| serde::Deserialize::deserialize(document).unwrap())
+        .collect()
+}
+
+#[test]
+fn eval_fixes_the_lab_statefulset_and_explains_each_change() {
+    let (code, objects, stderr) = eval(&["deploy/examples/lab-statefulset.yaml"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let input = manifest("deploy/examples/lab-statefulset.yaml");
+    assert_eq!(objects.len(), 2);
+    assert_eq!(objects[0], input[0], "the Service passes untouched");
+    let sts = &objects[1];
+    assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
+    let container = &sts["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        container["readinessProbe"]["tcpSocket"].is_object(),
+        "{container}"
+    );
+    assert!(
+        container["livenessProbe"]["tcpSocket"].is_object(),
+        "{container}"
+    );
+    // Exactly those changes: remove them and the input comes back.
+    let mut reverted = sts.clone();
+    reverted["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("podManagementPolicy");
+    let reverted_container = reverted["spec"]["template"]["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap();
+    reverted_container.remove("readinessProbe");
+    reverted_container.remove("livenessProbe");
+    assert_eq!(reverted, input[1]);
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("stsguard/probes: ")
+            && stderr.contains("stsguard/parallel: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn eval_output_is_a_fixed_point() {
+    let (_, first, _) = eval(&["deploy/examples/lab-statefulset.yaml"]);
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = dir.path().join("fixed.yaml");
+    let text: String = first
+        .iter()
+        .map(|object| format!("---\n{}", serde_yaml::to_string(object).unwrap()))
+        .collect();
+    std::fs::write(&fixed, text).unwrap();
+    let (code, second, stderr) = eval(&[fixed.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(second, first, "the chain changes nothing on its own output");
+    assert!(
+        !stderr.contains("stsguard/"),
+        "no change, so nothing to explain: {stderr}"
+    );
+}
+
+#[test]
+fn eval_leaves_a_compliant_statefulset_alone() {
+    let (code, objects, stderr) = eval(&["deploy/examples/compliant-statefulset.yaml"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let input: Vec<Value> = manifest("deploy/examples/compliant-statefulset.yaml")
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .collect();
+    assert_eq!(objects, input);
+}
+
+#[test]
+fn eval_denies_a_statefulset_without_claim_templates_and_exits_1() {
+    let (code, objects, stderr) = eval(&["deploy/examples/no-volume-claim-templates.yaml"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        objects.iter().all(|o| o["kind"] != "StatefulSet"),
+        "denied objects are not printed"
+    );
+    assert!(
+        stderr.contains("denied: ") && stderr.contains("policy volume-claims denied StatefulSet"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("volumeClaimTemplates"), "{stderr}");
+}
+
+#[test]
+fn eval_treats_a_matching_old_object_as_an_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sts = manifest("deploy/examples/lab-statefulset.yaml").remove(1);
+    sts["spec"]["podManagementPolicy"] = "OrderedReady".into();
+    let old = dir.path().join("old.yaml");
+    std::fs::write(&old, serde_yaml::to_string(&sts).unwrap()).unwrap();
+    sts["spec"]["replicas"] = 5.into();
+    let new = dir.path().join("new.yaml");
+    std::fs::write(&new, serde_yaml::to_string(&sts).unwrap()).unwrap();
+    let (code, objects, stderr) = eval(&["--old", old.to_str().unwrap(), new.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        objects,
+        [sts],
+        "a scale changes nothing else: the template and podManagementPolicy stay"
+    );
+    assert!(
+        stderr.contains("stsguard/probes"),
+        "the probes that would be added are named: {stderr}"
+    );
+}
+
+#[test]
+fn eval_reports_unreadable_input_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "kind: [unclosed").unwrap();
+    let (code, _, stderr) = eval(&[bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("bad.yaml"), "{stderr}");
+    let (code, _, stderr) = eval(&["/nonexistent/manifest.yaml"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("/nonexistent/manifest.yaml"), "{stderr}");
+    std::fs::write(&bad, "just: a mapping").unwrap();
+    let (code, _, stderr) = eval(&[bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("no apiVersion and kind"), "{stderr}");
+}

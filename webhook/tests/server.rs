@@ -1,0 +1,384 @@
+//! The admission server over real HTTPS: the wire format, bad input, misbehaving
+//! policies, hot reload of policies and certificates.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{TestServer, apply_patch, client_trusting, config_text, eventually, fixture};
+
+fn lab_review() -> Value {
+    fixture("reviews/lab-statefulset.create.json")
+}
+
+const LABELLER: &str = "policies:
+  - {name: labeller, module: SCRIPTED, settings: {behaviour: label, key: team, value: storage}}";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_readiness_and_metrics_over_http2_and_http1() {
+    let server = TestServer::start(LABELLER).await;
+    assert_eq!(server.get("/healthz").await.0, 200);
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (200, "ready: 1 policies\n")
+    );
+
+    let http1 = client_trusting(&server.certificate.ca, true);
+    let response = http1
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    let response = server
+        .client
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+
+    server.review("/mutate", &lab_review()).await;
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"stsguard_reviews_total{outcome="patched"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"stsguard_policy_evaluation_duration_seconds_count{policy="labeller"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("stsguard_policies_loaded 1"), "{metrics}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mutation_comes_back_as_a_base64_json_patch_that_round_trips() {
+    let server = TestServer::start(LABELLER).await;
+    let review = lab_review();
+    let response = server.review("/mutate", &review).await;
+    assert_eq!(response["uid"], review["request"]["uid"]);
+    assert_eq!(response["allowed"], true);
+    assert_eq!(
+        response["warnings"],
+        json!(["stsguard/labeller: set label team=storage"])
+    );
+    let original = &review["request"]["object"];
+    let patched = apply_patch(original, &response);
+    let mut expected = original.clone();
+    expected["metadata"]["labels"]["team"] = "storage".into();
+    assert_eq!(
+        patched, expected,
+        "only the label changed; nothing else was removed"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unchanged_objects_get_no_patch_fields() {
+    let server = TestServer::start(
+        "policies: [{name: quiet, module: SCRIPTED, settings: {behaviour: allow}}]",
+    )
+    .await;
+    let response = server.review("/mutate", &lab_review()).await;
+    assert_eq!(response["allowed"], true);
+    assert!(
+        response.get("patch").is_none() && response.get("patchType").is_none(),
+        "{response}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denial_names_the_policy_the_object_and_the_reason() {
+    let server = TestServer::start(
+        "policies: [{name: gate, module: SCRIPTED, settings: {behaviour: deny, message: add a storage request}}]",
+    )
+    .await;
+    let response = server.review("/mutate", &lab_review()).await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 403);
+    assert_eq!(
+        response["status"]["message"],
+        "policy gate denied StatefulSet default/counter: add a storage request"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_bodies_get_clear_answers_not_errors() {
+    let server = TestServer::start(LABELLER).await;
+    let mut wrong_version = lab_review();
+    wrong_version["apiVersion"] = "admission.k8s.io/v1beta1".into();
+    let mut no_uid = lab_review();
+    no_uid["request"].as_object_mut().unwrap().remove("uid");
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"{\"apiVersion\": ".to_vec(), "not valid JSON"),
+        (
+            br#"{"hello": "world"}"#.to_vec(),
+            "expected kind AdmissionReview",
+        ),
+        (
+            serde_json::to_vec(&wrong_version).unwrap(),
+            "unsupported apiVersion",
+        ),
+        (serde_json::to_vec(&no_uid).unwrap(), "no `uid`"),
+        (nested.into_bytes(), "recursion limit"),
+    ];
+    for (body, expected) in cases {
+        let (status, answer) = server.post("/mutate", body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["response"]["allowed"], false);
+        assert_eq!(answer["response"]["status"]["code"], 400);
+        let message = answer["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+    }
+    // The uid is echoed whenever it could be read.
+    let (_, answer) = server
+        .post("/mutate", serde_json::to_vec(&wrong_version).unwrap())
+        .await;
+    assert_eq!(answer["response"]["uid"], wrong_version["request"]["uid"]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_over_the_limit_get_413() {
+    let server = TestServer::start(&format!("maxRequestBytes: 64Ki\n{LABELLER}")).await;
+    let mut review = lab_review();
+    review["request"]["object"]["metadata"]["annotations"]["big"] = "x".repeat(100_000).into();
+    let (status, answer) = server
+        .post("/mutate", serde_json::to_vec(&review).unwrap())
+        .await;
+    assert_eq!(status, 413);
+    assert!(
+        answer.as_str().unwrap().contains("maxRequestBytes"),
+        "{answer}"
+    );
+    // The server is fine afterwards.
+    server.review("/mutate", &lab_review()).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_policy_by_name_and_unknown_names_are_404() {
+    let server = TestServer::start(
+        "policies:
+  - {name: gate, module: SCRIPTED, settings: {behaviour: deny, message: no}}
+  - {name: labeller, module: SCRIPTED, settings: {behaviour: label, key: a, value: b}}",
+    )
+    .await;
+    assert_eq!(
+        server.review("/mutate", &lab_review()).await["allowed"],
+        false
+    );
+    let response = server.review("/mutate/labeller", &lab_review()).await;
+    assert_eq!(response["allowed"], true);
+    assert!(response["patch"].is_string());
+    let (status, _) = server
+        .post("/mutate/nope", serde_json::to_vec(&lab_review()).unwrap())
+        .await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_pass_untouched() {
+    let server = TestServer::start(
+        "policies: [{name: gate, module: SCRIPTED, settings: {behaviour: deny, message: no}}]",
+    )
+    .await;
+    let mut review = lab_review();
+    review["request"]["operation"] = "DELETE".into();
+    review["request"]["oldObject"] = review["request"]["object"].take();
+    let response = server.review("/mutate", &review).await;
+    assert_eq!(response["allowed"], true);
+    assert!(response.get("patch").is_none());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_looping_policy_does_not_hold_up_other_reviews() {
+    let server = TestServer::start(
+        "policies:
+  - {name: looper, module: SCRIPTED, timeout: 3s, failurePolicy: ignore, settings: {behaviour: loop}}
+  - {name: hog, module: SCRIPTED, memoryLimit: 8Mi, failurePolicy: ignore, settings: {behaviour: memory-bomb}}
+  - {name: trapper, module: SCRIPTED, failurePolicy: fail, settings: {behaviour: trap}}
+  - {name: labeller, module: SCRIPTED, settings: {behaviour: label, key: a, value: b}}",
+    )
+    .await;
+    let review = lab_review();
+    let looping = {
+        let (client, url, body) = (
+            server.client.clone(),
+            server.url.clone(),
+            serde_json::to_vec(&review).unwrap(),
+        );
+        tokio::spawn(async move {
+            let response = client
+                .post(format!("{url}/mutate/looper"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            response.json::<Value>().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..50 {
+        let response = server.review("/mutate/labeller", &review).await;
+        assert_eq!(response["allowed"], true);
+    }
+    let hog = server.review("/mutate/hog", &review).await;
+    assert_eq!(hog["allowed"], true);
+    assert_eq!(
+        hog["warnings"][0],
+        "stsguard/hog: the policy could not evaluate this object (memory limit) and was skipped"
+    );
+    let trapped = server.review("/mutate/trapper", &review).await;
+    assert_eq!(trapped["allowed"], false);
+    assert!(
+        !looping.is_finished(),
+        "the labeller reviews all finished while the looper still ran"
+    );
+    let looped = looping.await.unwrap();
+    assert_eq!(looped["response"]["allowed"], true);
+    assert!(
+        looped["response"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("(timeout)")
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"stsguard_policy_timeouts_total{policy="looper"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"stsguard_policy_errors_total{policy="hog",reason="memory_limit"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"stsguard_policy_errors_total{policy="trapper",reason="trap"} 1"#),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_config_is_applied_and_a_broken_one_is_not() {
+    let server = TestServer::start(LABELLER).await;
+    let review = lab_review();
+    assert_eq!(server.review("/mutate", &review).await["allowed"], true);
+
+    // A valid change: the new set is compiled in the background and swapped in.
+    std::fs::write(
+        &server.config_path,
+        config_text("policies: [{name: gate, module: SCRIPTED, settings: {behaviour: deny, message: closed}}]"),
+    )
+    .unwrap();
+    eventually("the new policy denies", || async {
+        server.review("/mutate", &review).await["allowed"] == false
+    })
+    .await;
+
+    // A broken change (invalid settings) is refused; the previous set keeps serving.
+    std::fs::write(
+        &server.config_path,
+        config_text(
+            "policies: [{name: gate, module: SCRIPTED, settings: {behaviour: not-a-behaviour}}]",
+        ),
+    )
+    .unwrap();
+    eventually("the failed reload is counted", || async {
+        server
+            .get("/metrics")
+            .await
+            .1
+            .contains(r#"stsguard_reloads_total{what="policies",result="failure"} 1"#)
+    })
+    .await;
+    let response = server.review("/mutate", &review).await;
+    assert_eq!(response["allowed"], false, "the old set still serves");
+    assert!(
+        response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("closed")
+    );
+
+    // YAML that does not parse is refused the same way.
+    std::fs::write(&server.config_path, "policies: [").unwrap();
+    eventually("the second failed reload is counted", || async {
+        server
+            .get("/metrics")
+            .await
+            .1
+            .contains(r#"stsguard_reloads_total{what="policies",result="failure"} 2"#)
+    })
+    .await;
+    assert_eq!(server.review("/mutate", &review).await["allowed"], false);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_rotate_while_serving_and_garbage_is_ignored() {
+    let server = TestServer::start(LABELLER).await;
+    let files = server.certificate.files.clone();
+
+    // Garbage first: the old certificate keeps being served.
+    std::fs::write(&files.cert, "not a certificate").unwrap();
+    eventually("the failed certificate reload is counted", || async {
+        server
+            .get("/metrics")
+            .await
+            .1
+            .contains(r#"stsguard_reloads_total{what="certificate",result="failure"} 1"#)
+    })
+    .await;
+    let fresh_client = client_trusting(&server.certificate.ca, false);
+    assert_eq!(
+        fresh_client
+            .get(format!("{}/healthz", server.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // A new CA and certificate, written the way cert-manager's Secret update lands.
+    let other = tempfile::tempdir().unwrap();
+    let rotated = stsguard_webhook::tls::self_signed(other.path(), &["127.0.0.1".into()]).unwrap();
+    let staging = server.dir.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    for (from, to) in [
+        (&rotated.files.key, &files.key),
+        (&rotated.files.cert, &files.cert),
+    ] {
+        let tmp = staging.join(to.file_name().unwrap());
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+    let new_client = client_trusting(&rotated.ca, false);
+    eventually("new connections get the rotated certificate", || async {
+        new_client
+            .get(format!("{}/healthz", server.url))
+            .send()
+            .await
+            .is_ok()
+    })
+    .await;
+    let old_ca_client = client_trusting(&server.certificate.ca, false);
+    assert!(
+        old_ca_client
+            .get(format!("{}/healthz", server.url))
+            .send()
+            .await
+            .is_err()
+    );
+    server.stop().await;
+}

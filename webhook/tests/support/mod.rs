@@ -1,0 +1,230 @@
+//! A real server for tests: the library's own building blocks (policy loading,
+//! hot reload, certificate reload, the HTTPS accept loop) on a free local port,
+//! with a generated CA, and an HTTPS client that trusts it.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use stsguard_webhook::config::Config;
+use stsguard_webhook::engine::{Engine, EngineOptions};
+use stsguard_webhook::metrics::Metrics;
+use stsguard_webhook::server::{self, AppState};
+use stsguard_webhook::tls::{self, GeneratedCertificate, ReloadingCertificate};
+use stsguard_webhook::{reload, testing};
+use tokio::sync::oneshot;
+
+pub fn install_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// One engine per test binary, with the shared compilation cache.
+pub fn engine() -> Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            Engine::new(&EngineOptions {
+                cache_dir: Some(testing::cache_dir()),
+                ..EngineOptions::default()
+            })
+            .unwrap()
+        })
+        .clone()
+}
+
+/// A config with `SCRIPTED` standing for the scripted test policy's path.
+pub fn config_text(yaml: &str) -> String {
+    yaml.replace(
+        "SCRIPTED",
+        &testing::scripted_policy().display().to_string(),
+    )
+}
+
+pub fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+pub struct TestServer {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub certificate: GeneratedCertificate,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with this config (YAML, `SCRIPTED` replaced), reloading
+    /// config and certificate every 50 ms.
+    pub async fn start(yaml: &str) -> Self {
+        Self::start_with(yaml, 16).await
+    }
+
+    pub async fn start_with(yaml: &str, max_concurrent_evaluations: usize) -> Self {
+        install_crypto();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("config.yaml");
+        std::fs::write(&config_path, config_text(yaml)).unwrap();
+        let config = Config::load(&config_path).unwrap();
+        let certificate = tls::self_signed(&dir.path().join("tls"), &["127.0.0.1".into()]).unwrap();
+        let resolver = Arc::new(ReloadingCertificate::new(certificate.files.clone()).unwrap());
+
+        let engine = engine();
+        let state = AppState::new(Arc::new(Metrics::default()), max_concurrent_evaluations);
+        let served = {
+            let (engine, config) = (engine.clone(), config.clone());
+            tokio::task::spawn_blocking(move || reload::load_served(&engine, &config))
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        state.serve(served);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (shutdown, on_shutdown) = oneshot::channel::<()>();
+        let policies = tokio::spawn(reload::watch_policies(
+            engine.clone(),
+            state.clone(),
+            config_path.clone(),
+            config,
+        ));
+        let certificates = tokio::spawn(reload::watch_certificate(
+            resolver.clone(),
+            state.clone(),
+            Duration::from_millis(50),
+        ));
+        let task = tokio::spawn({
+            let (tls_config, router) = (resolver.server_config(), server::router(state.clone()));
+            async move {
+                server::run(listener, tls_config, router, async {
+                    let _ = on_shutdown.await;
+                })
+                .await;
+                policies.abort();
+                certificates.abort();
+            }
+        });
+        Self {
+            url: format!("https://127.0.0.1:{}", address.port()),
+            client: client_trusting(&certificate.ca, false),
+            state,
+            dir,
+            config_path,
+            certificate,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// POSTs a body to `path` and returns the status and the body as JSON
+    /// (or as a JSON string when it is not JSON).
+    pub async fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (reqwest::StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Sends an AdmissionReview and returns its `response`.
+    pub async fn review(&self, path: &str, review: &Value) -> Value {
+        let (status, body) = self.post(path, serde_json::to_vec(review).unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(body["kind"], "AdmissionReview");
+        body["response"].clone()
+    }
+
+    pub async fn get(&self, path: &str) -> (reqwest::StatusCode, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+
+    /// Stops accepting and waits for in-flight requests.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+/// An HTTPS client that trusts only `ca`.
+pub fn client_trusting(ca: &Path, http1_only: bool) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(30));
+    let builder = if http1_only {
+        builder.http1_only()
+    } else {
+        builder
+    };
+    builder.build().unwrap()
+}
+
+/// Polls `check` every 25 ms for up to 10 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..400 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Applies a base64 JSON Patch from a response to `object`.
+pub fn apply_patch(object: &Value, response: &Value) -> Value {
+    use base64::Engine as _;
+    let mut object = object.clone();
+    if let Some(patch) = response["patch"].as_str() {
+        assert_eq!(response["patchType"], "JSONPatch");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        json_patch::patch(&mut object, &patch).unwrap();
+    }
+    object
+}
