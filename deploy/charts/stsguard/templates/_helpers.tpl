@@ -1,0 +1,110 @@
+{{/*
+The chart name, overridable with nameOverride.
+*/}}
+{{- define "stsguard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name of the release's resources. 56 characters leave room for the
+`-ca`/`-tls` suffixes of the TLS objects.
+*/}}
+{{- define "stsguard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 56 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 56 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 56 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "stsguard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "stsguard.labels" -}}
+helm.sh/chart: {{ include "stsguard.chart" . }}
+{{ include "stsguard.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: admission-webhook
+app.kubernetes.io/part-of: stsguard
+{{- end }}
+
+{{- define "stsguard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "stsguard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "stsguard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "stsguard.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "stsguard.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+Name of the Secret holding tls.crt, tls.key (and ca.crt when the chart or cert-manager
+made it).
+*/}}
+{{- define "stsguard.tlsSecretName" -}}
+{{- if eq .Values.tls.mode "secret" }}
+{{- required "tls.existingSecret is required with tls.mode=secret" .Values.tls.existingSecret }}
+{{- else }}
+{{- printf "%s-tls" (include "stsguard.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The DNS names the API server may use for the Service.
+*/}}
+{{- define "stsguard.dnsNames" -}}
+{{- $svc := include "stsguard.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson }}
+{{- end }}
+
+{{/*
+The server's whole-review deadline in milliseconds: config.requestTimeout when set
+(`<n>s` or `<n>ms`), else 80 % of the webhook's timeoutSeconds. Fails when it would not
+stay below timeoutSeconds: the API server would give up before the server answers.
+*/}}
+{{- define "stsguard.requestTimeoutMs" -}}
+{{- $limitMs := mul (int .Values.webhook.timeoutSeconds) 1000 -}}
+{{- $ms := div (mul $limitMs 8) 10 -}}
+{{- with .Values.config.requestTimeout }}
+{{- $n := int (regexFind "^[0-9]+" .) -}}
+{{- $ms = ternary $n (mul $n 1000) (hasSuffix "ms" .) -}}
+{{- end }}
+{{- if ge (int $ms) (int $limitMs) }}
+{{- fail (printf "config.requestTimeout (%s) must be below webhook.timeoutSeconds (%ds): the API server would give up before stsguard answers" .Values.config.requestTimeout (int .Values.webhook.timeoutSeconds)) }}
+{{- end }}
+{{- if le (int $ms) 0 }}
+{{- fail "config.requestTimeout must be positive" }}
+{{- end }}
+{{- $ms }}
+{{- end }}
+
+{{/*
+The requestTimeout as a duration string for the config file.
+*/}}
+{{- define "stsguard.requestTimeout" -}}
+{{- $ms := int (include "stsguard.requestTimeoutMs" .) -}}
+{{- if eq (mod $ms 1000) 0 }}{{ div $ms 1000 }}s{{ else }}{{ $ms }}ms{{ end }}
+{{- end }}
+
+{{/*
+The mount point of a custom policy module.
+*/}}
+{{- define "stsguard.modulesDir" -}}
+/etc/stsguard/modules
+{{- end }}

