@@ -48,6 +48,22 @@ fn benchmarks(c: &mut Criterion) {
             b.iter(|| black_box(policies.evaluate(&request, Selection::Only(&name), deadline())))
         });
     }
+    // The fixed cost of an evaluation: a fresh store and instance, and one
+    // trivial call (the settings check of the first built-in).
+    let first = &policies.policies()[0];
+    let module_limits = stsguard_webhook::engine::Limits {
+        timeout: Duration::from_secs(1),
+        memory_bytes: 64 << 20,
+    };
+    let context = stsguard_webhook::engine::CallContext::default();
+    c.bench_function("engine/fresh-instance", |b| {
+        b.iter(|| {
+            first
+                .module()
+                .validate_settings("{}", &module_limits, &context)
+                .unwrap()
+        })
+    });
     c.bench_function("host/parse-review", |b| {
         b.iter(|| parse_review(black_box(REVIEW)).unwrap())
     });

@@ -48,6 +48,11 @@ impl Policy {
         self.module.metadata()
     }
 
+    /// The compiled component behind this policy.
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
     /// Whether the policy wants to see this kind of object.
     fn targets(&self, request: &ReviewRequest) -> bool {
         let kind = &request.kind;
@@ -132,7 +137,7 @@ pub struct ChainOutcome {
     pub denial: Option<Denial>,
     /// Changes to apply; `None` when the object is unchanged.
     pub patch: Option<json_patch::Patch>,
-    /// The object after every enforced mutation (`None` when nothing ran).
+    /// The object after every enforced mutation; `None` when no policy changed it.
     pub object: Option<Value>,
     pub warnings: Vec<String>,
     pub runs: Vec<PolicyRun>,
@@ -246,12 +251,12 @@ impl PolicySet {
             Selection::Only(name) => policy.name() == name,
         });
         let original = &request.raw["object"];
-        let mut current = original.clone();
-        let mut input = request.raw.clone();
+        // Most reviews change nothing: borrow until a policy mutates, so those
+        // pay for neither a copy of the object nor a diff.
+        let mut current = std::borrow::Cow::Borrowed(original);
         for policy in selected.filter(|policy| policy.targets(request)) {
-            input["object"] = current.clone();
             let started = Instant::now();
-            let result = run_one(policy, &input, request, deadline);
+            let result = run_one(policy, &current, request, deadline);
             let duration = started.elapsed();
             let record = |result: RunResult| PolicyRun {
                 policy: policy.name.clone(),
@@ -272,7 +277,7 @@ impl PolicySet {
                     }
                     let mutated = verdict.mutated.is_some();
                     if let Some(object) = verdict.mutated {
-                        current = object;
+                        current = std::borrow::Cow::Owned(object);
                     }
                     outcome.runs.push(record(RunResult::Allowed { mutated }));
                 }
@@ -325,11 +330,13 @@ impl PolicySet {
                 }
             }
         }
-        let patch = json_patch::diff(original, &current);
-        if !patch.0.is_empty() {
-            outcome.patch = Some(patch);
+        if let std::borrow::Cow::Owned(object) = current {
+            let patch = json_patch::diff(original, &object);
+            if !patch.0.is_empty() {
+                outcome.patch = Some(patch);
+                outcome.object = Some(object);
+            }
         }
-        outcome.object = Some(current);
         outcome
     }
 }
@@ -372,9 +379,33 @@ struct CheckedVerdict {
     mutated: Option<Value>,
 }
 
+/// The request as a policy sees it: the original, with `object` replaced by the
+/// object as mutated so far. Serialized straight from borrowed parts: cloning the
+/// whole request for every policy showed up in profiles.
+struct PolicyInput<'a> {
+    request: &'a Value,
+    object: &'a Value,
+}
+
+impl serde::Serialize for PolicyInput<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let fields = self.request.as_object().into_iter().flatten();
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in fields {
+            if key == "object" {
+                map.serialize_entry(key, self.object)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
 fn run_one(
     policy: &Policy,
-    input: &Value,
+    object: &Value,
     request: &ReviewRequest,
     deadline: Instant,
 ) -> Result<CheckedVerdict, EvalError> {
@@ -390,7 +421,11 @@ fn run_one(
         policy: policy.name.clone(),
         uid: request.uid.as_str().into(),
     };
-    let text = serde_json::to_string(input).expect("a JSON value serializes");
+    let input = PolicyInput {
+        request: &request.raw,
+        object,
+    };
+    let text = serde_json::to_string(&input).expect("a JSON value serializes");
     let verdict = policy
         .module
         .evaluate(&text, &policy.settings, &limits, &context)?;
@@ -402,11 +437,11 @@ fn run_one(
             ));
         }
         Some(text) => {
-            let object: Value = serde_json::from_str(&text).map_err(|e| {
+            let mutated: Value = serde_json::from_str(&text).map_err(|e| {
                 EvalError::Policy(format!("returned a mutated object that is not JSON: {e}"))
             })?;
-            check_identity(&input["object"], &object)?;
-            Some(object)
+            check_identity(object, &mutated)?;
+            Some(mutated)
         }
     };
     Ok(CheckedVerdict {

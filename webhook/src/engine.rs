@@ -52,6 +52,8 @@ pub struct EngineOptions {
     pub cache_dir: Option<PathBuf>,
     /// Instances that may exist at once (pooling slots).
     pub max_instances: u32,
+    /// Write `/tmp/perf-<pid>.map` so `perf` can name the functions of policies.
+    pub perf_map: bool,
 }
 
 impl Default for EngineOptions {
@@ -60,6 +62,7 @@ impl Default for EngineOptions {
         Self {
             cache_dir: None,
             max_instances: (cores * 4).max(16),
+            perf_map: std::env::var_os("STSGUARD_PERF_MAP").is_some(),
         }
     }
 }
@@ -172,6 +175,9 @@ impl Engine {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        if options.perf_map {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if pooling {
             let slots = options.max_instances;
             let mut pool = PoolingAllocationConfig::default();
@@ -187,7 +193,7 @@ impl Engine {
                 .max_memory_size(MAX_MEMORY_LIMIT as usize)
                 // Keeping a guest's initial pages resident between instances is
                 // what makes a fresh instance per request cheap (see module docs).
-                .linear_memory_keep_resident(2 << 20)
+                .linear_memory_keep_resident(16 << 20)
                 .table_keep_resident(64 << 10);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
@@ -297,7 +303,9 @@ impl Module {
         let sandbox = Sandbox::new(context.clone(), limits.memory_bytes, CAPTURED_OUTPUT_BYTES);
         let mut store = Store::new(&self.engine.engine, sandbox);
         store.limiter(|sandbox| &mut sandbox.limiter);
-        let ticks = limits.timeout.as_nanos().div_ceil(TICK.as_nanos()).max(1) as u64;
+        // The next tick may come at once, so one more tick than the timeout holds
+        // guarantees the policy gets at least its full time.
+        let ticks = limits.timeout.as_nanos().div_ceil(TICK.as_nanos()) as u64 + 1;
         store.set_epoch_deadline(ticks);
         let started = Instant::now();
         let outcome = self
