@@ -32,22 +32,28 @@ fn write_config(dir: &Path, yaml: &str) -> PathBuf {
     path
 }
 
-#[test]
-fn serve_refuses_to_start_with_invalid_settings_naming_the_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "policies: [{name: picky, module: SCRIPTED, settings: {behaviour: dance}}]",
-    );
+/// Runs `stsguard serve` with this config in `dir`, expecting it to refuse to
+/// start; returns what it said.
+fn serve_refusal(dir: &Path, yaml: &str) -> String {
+    let config = write_config(dir, yaml);
     let output = stsguard()
         .args(["serve", "--listen", "127.0.0.1:0", "--tls-dir"])
-        .arg(dir.path().join("tls"))
+        .arg(dir.join("tls"))
         .arg("--config")
         .arg(&config)
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn serve_refuses_to_start_with_invalid_settings_naming_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = serve_refusal(
+        dir.path(),
+        "policies: [{name: picky, module: SCRIPTED, settings: {behaviour: dance}}]",
+    );
     assert!(
         stderr.contains("policy `picky`") && stderr.contains("unknown behaviour `dance`"),
         "{stderr}"
@@ -62,16 +68,7 @@ fn serve_refuses_a_module_that_is_not_a_component() {
         b"\0asm\x01\0\0\0 but nothing else",
     )
     .unwrap();
-    let config = write_config(dir.path(), "policies: [{name: junk, module: junk.wasm}]");
-    let output = stsguard()
-        .args(["serve", "--listen", "127.0.0.1:0", "--tls-dir"])
-        .arg(dir.path().join("tls"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_refusal(dir.path(), "policies: [{name: junk, module: junk.wasm}]");
     assert!(
         stderr.contains("policy `junk`")
             && stderr.contains("not a valid WebAssembly policy component"),

@@ -382,3 +382,43 @@ async fn certificates_rotate_while_serving_and_garbage_is_ignored() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_module_file_is_reloaded_and_a_broken_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("rule.wasm");
+    std::fs::copy(stsguard_webhook::testing::scripted_policy(), &module).unwrap();
+    let server = TestServer::start(&format!(
+        "policies: [{{name: rule, module: {}, settings: {{behaviour: label, key: a, value: b}}}}]",
+        module.display()
+    ))
+    .await;
+    let review = lab_review();
+    assert!(server.review("/mutate", &review).await["patch"].is_string());
+
+    // The module is replaced by something that is not a component: refused, and
+    // the compiled old one keeps serving.
+    std::fs::write(&module, b"garbage").unwrap();
+    eventually("the failed module reload is counted", || async {
+        server
+            .get("/metrics")
+            .await
+            .1
+            .contains(r#"stsguard_reloads_total{what="policies",result="failure"} 1"#)
+    })
+    .await;
+    assert!(server.review("/mutate", &review).await["patch"].is_string());
+
+    // A valid component again: reloaded.
+    std::fs::copy(stsguard_webhook::testing::scripted_policy(), &module).unwrap();
+    eventually("the module reload succeeds", || async {
+        server
+            .get("/metrics")
+            .await
+            .1
+            .contains(r#"stsguard_reloads_total{what="policies",result="success"} 1"#)
+    })
+    .await;
+    assert!(server.review("/mutate", &review).await["patch"].is_string());
+    server.stop().await;
+}
