@@ -16,7 +16,8 @@
 //! The policy takes no settings.
 
 use stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
-use stsguard_policy::{Error, Metadata, NoSettings, Operation, Policy, Request, Verdict, json};
+use stsguard_policy::serde_json::Value;
+use stsguard_policy::{Error, Metadata, NoSettings, Operation, Policy, Request, Verdict};
 
 /// `"true"`: the app needs ordered start-up; keep `OrderedReady`.
 pub const ORDERED_ANNOTATION: &str = "parallel.stsguard.io/ordered";
@@ -41,6 +42,8 @@ impl Policy for ParallelPolicy {
     };
     type Object = StatefulSet;
     type Settings = NoSettings;
+    // It reads the JSON; the typed view only for a shape that it would refuse.
+    const READ_TYPED_OBJECT_FIRST: bool = false;
 
     fn evaluate(
         request: &Request<StatefulSet>,
@@ -61,10 +64,17 @@ impl Policy for ParallelPolicy {
         };
         // k8s-openapi's `v1_33` types keep `spec` optional; the API server never
         // sends a StatefulSet without one.
-        let Some(spec) = &request.object().spec else {
-            return Ok(Verdict::accept());
+        // Read from the JSON: the typed view is only read (and its error reported)
+        // for a shape it would refuse.
+        let current = match request.object_json().get("spec") {
+            None | Some(Value::Null) => return Ok(Verdict::accept()),
+            Some(Value::Object(spec)) => match spec.get("podManagementPolicy") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(policy)) => Some(policy.as_str()),
+                Some(_) => typed_policy(request),
+            },
+            Some(_) => typed_policy(request),
         };
-        let current = spec.pod_management_policy.as_deref();
         // Only the Kubernetes default is ours to change; `Parallel` is the goal
         // and any other value is a choice we do not second-guess.
         if skip || ordered || !matches!(current, None | Some(ORDERED_READY)) {
@@ -73,14 +83,14 @@ impl Policy for ParallelPolicy {
         Ok(match request.operation() {
             Operation::Create => {
                 // A JSON edit, not a typed one: one field, no re-serialization.
-                let mut object = request.object_json().clone();
-                json::set(&mut object, "/spec/podManagementPolicy", PARALLEL)?;
-                Verdict::mutate_json(object).warn(format!(
-                    "set spec.podManagementPolicy to Parallel (was {}) so replicas start and \
+                Verdict::accept()
+                    .set("/spec/podManagementPolicy", PARALLEL)?
+                    .warn(format!(
+                        "set spec.podManagementPolicy to Parallel (was {}) so replicas start and \
                      stop together; annotate {ORDERED_ANNOTATION}: \"true\" if the app needs \
                      ordered start-up",
-                    current.unwrap_or("unset, i.e. OrderedReady")
-                ))
+                        current.unwrap_or("unset, i.e. OrderedReady")
+                    ))
             }
             _ => Verdict::accept().warn(format!(
                 "spec.podManagementPolicy is OrderedReady and cannot change after creation; \
@@ -92,6 +102,15 @@ impl Policy for ParallelPolicy {
 }
 
 stsguard_policy::export_policy!(ParallelPolicy);
+
+/// `spec.podManagementPolicy` through the typed view, for JSON it would refuse.
+fn typed_policy(request: &Request<StatefulSet>) -> Option<&str> {
+    request
+        .object()
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.pod_management_policy.as_deref())
+}
 
 #[cfg(test)]
 mod tests {

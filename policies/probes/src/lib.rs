@@ -36,7 +36,7 @@ mod settings;
 
 use stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
 use stsguard_policy::k8s_openapi::api::core::v1::{Container, PodSpec};
-use stsguard_policy::{Error, Metadata, Operation, Policy, Request, Verdict, json};
+use stsguard_policy::{Error, Metadata, Operation, Policy, Request, Verdict};
 
 pub use crate::port::PortRef;
 use crate::probe::Handler;
@@ -139,27 +139,26 @@ impl Policy for ProbesPolicy {
         }
         let readiness_timing = settings.readiness.timing(READINESS_DEFAULTS);
         let liveness_timing = settings.liveness.timing(LIVENESS_DEFAULTS);
-        // Typed probes, placed into the JSON: no re-serialization of the whole object.
-        let mut object = request.object_json().clone();
+        // Typed probes, placed into the JSON: no copy or re-serialization of the
+        // whole object.
+        let mut verdict = Verdict::accept();
         for addition in &additions {
             let at = addition.slot.pointer();
             if let Some(handler) = &addition.readiness {
-                json::set(
-                    &mut object,
-                    &format!("{at}/readinessProbe"),
+                verdict = verdict.set(
+                    format!("{at}/readinessProbe"),
                     handler.probe(readiness_timing),
                 )?;
             }
             if let Some(handler) = &addition.liveness {
-                json::set(
-                    &mut object,
-                    &format!("{at}/livenessProbe"),
+                verdict = verdict.set(
+                    format!("{at}/livenessProbe"),
                     handler.probe(liveness_timing),
                 )?;
             }
             warnings.push(format!("added {} to {}", addition.describe(), addition.who));
         }
-        Ok(Verdict::mutate_json(object).warn_all(warnings))
+        Ok(verdict.warn_all(warnings))
     }
 }
 

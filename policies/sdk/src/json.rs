@@ -21,7 +21,11 @@ use crate::Error;
 /// creating missing objects on the way. `value` may be any serializable value,
 /// e.g. a typed k8s-openapi `Probe`. Array elements must exist.
 pub fn set(target: &mut Value, pointer: &str, value: impl Serialize) -> Result<(), Error> {
-    let value = serde_json::to_value(value)?;
+    set_value(target, pointer, serde_json::to_value(value)?)
+}
+
+/// [`set`] with a value that is already JSON.
+pub(crate) fn set_value(target: &mut Value, pointer: &str, value: Value) -> Result<(), Error> {
     let Some(tokens) = pointer.strip_prefix('/') else {
         return if pointer.is_empty() {
             *target = value;

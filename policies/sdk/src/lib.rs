@@ -100,6 +100,17 @@ pub trait Policy {
     /// The policy's settings; [`NoSettings`] when it takes none.
     type Settings: Settings;
 
+    /// Whether the SDK reads the typed view ([`Request::object`]) before calling
+    /// [`Policy::evaluate`], so that an object which cannot be read as a
+    /// [`Policy::Object`] is an error even if the policy never looks at it.
+    ///
+    /// A policy that works on [`Request::object_json`] sets it to `false` and
+    /// skips that cost (tens of microseconds): the typed view is then read only
+    /// if the policy calls [`Request::object`], and an object it cannot read
+    /// makes the evaluation an error from there on (the policy continues on a
+    /// bare object; its verdict is discarded).
+    const READ_TYPED_OBJECT_FIRST: bool = true;
+
     /// Decides about one CREATE or UPDATE of a [`Policy::Object`]. DELETE and
     /// CONNECT never reach it. Return `Err` only when the policy cannot decide
     /// (the host then applies the configured `failurePolicy`); a rule the object

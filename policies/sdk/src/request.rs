@@ -76,6 +76,11 @@ pub(crate) fn matches_kind<K: Resource>(gvk: &GroupVersionKind) -> bool {
 ///
 /// Read through the typed view ([`Request::object`]); to change the object, clone
 /// it, edit the clone and return it with [`Verdict::mutate`](crate::Verdict::mutate).
+///
+/// The typed view is read before the policy is called, unless the policy sets
+/// [`Policy::READ_TYPED_OBJECT_FIRST`](crate::Policy::READ_TYPED_OBJECT_FIRST) to
+/// `false`: then on first use, and a policy that only reads
+/// [`Request::object_json`] never pays for it.
 pub struct Request<K> {
     uid: String,
     name: String,
@@ -83,8 +88,10 @@ pub struct Request<K> {
     operation: Operation,
     dry_run: bool,
     username: String,
-    object: K,
-    object_json: Value,
+    object: OnceCell<K>,
+    /// Why the typed view could not be read, once a policy asked for it.
+    object_error: OnceCell<Error>,
+    pub(crate) object_json: Value,
     old_object_text: Option<Box<RawValue>>,
     old_object_json: OnceCell<Option<Value>>,
     old_object: OnceCell<Result<K, Error>>,
@@ -96,7 +103,6 @@ impl<K: Resource + DeserializeOwned> Request<K> {
         let Some(object_json) = wire.object else {
             return Ok(None);
         };
-        let object = read_typed::<K>(&object_json, "object").map_err(|e| e.to_string())?;
         let name = wire
             .name
             .filter(|n| !n.is_empty())
@@ -110,12 +116,40 @@ impl<K: Resource + DeserializeOwned> Request<K> {
             operation: wire.operation,
             dry_run: wire.dry_run.unwrap_or(false),
             username: wire.user_info.username,
-            object,
+            object: OnceCell::new(),
+            object_error: OnceCell::new(),
             object_json,
             old_object_text: wire.old_object,
             old_object_json: OnceCell::new(),
             old_object: OnceCell::new(),
         }))
+    }
+
+    /// The object as the previous policies in the chain left it, read into the
+    /// typed view on first use.
+    pub fn object(&self) -> &K {
+        self.object
+            .get_or_init(|| match read_typed::<K>(&self.object_json, "object") {
+                Ok(object) => object,
+                Err(error) => {
+                    // The evaluation fails with this error (see `object_error`); the
+                    // policy runs on to completion on a bare object whose verdict is
+                    // discarded.
+                    let bare = serde_json::json!({
+                        "apiVersion": K::API_VERSION,
+                        "kind": K::KIND,
+                        "metadata": {},
+                    });
+                    let bare = K::deserialize(bare).unwrap_or_else(|_| panic!("{error}"));
+                    let _ = self.object_error.set(error);
+                    bare
+                }
+            })
+    }
+
+    /// Why the typed view of the object could not be read, if a policy asked for it.
+    pub(crate) fn object_error(&self) -> Option<&Error> {
+        self.object_error.get()
     }
 
     /// The stored object on UPDATE, read into the typed view on first use.
@@ -146,11 +180,6 @@ impl<K: Resource + DeserializeOwned> Request<K> {
 }
 
 impl<K> Request<K> {
-    /// The object as the previous policies in the chain left it.
-    pub fn object(&self) -> &K {
-        &self.object
-    }
-
     /// The object as JSON, including fields the typed view does not know.
     pub fn object_json(&self) -> &Value {
         &self.object_json

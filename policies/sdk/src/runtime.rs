@@ -6,6 +6,7 @@
 pub use std::string::String;
 
 use crate::request::{Wire, matches_kind};
+use crate::verdict::discard;
 use crate::{Policy, Request, settings};
 
 /// The bindings `wit-bindgen` generates for `policies/wit/policy.wit`.
@@ -55,11 +56,22 @@ pub fn evaluate<P: Policy>(request: &str, settings: &str) -> Result<bindings::Ve
     if !matches_kind::<P::Object>(&wire.kind) || !wire.operation.has_object() {
         return Ok(allow_untouched());
     }
-    let Some(request) = Request::<P::Object>::from_wire(wire)? else {
+    let Some(mut request) = Request::<P::Object>::from_wire(wire)? else {
         return Ok(allow_untouched());
     };
+    if P::READ_TYPED_OBJECT_FIRST {
+        let _ = request.object();
+        if let Some(error) = request.object_error() {
+            return Err(error.to_string());
+        }
+    }
     let verdict = P::evaluate(&request, &settings).map_err(|e| e.to_string())?;
-    let verdict = verdict.into_wit(&request)?;
+    // A typed view the policy asked for and could not have decides the result.
+    if let Some(error) = request.object_error() {
+        return Err(error.to_string());
+    }
+    let verdict = verdict.into_wit(&mut request)?;
+    discard((request, settings));
     if verdict.mutated_object.is_some() && !P::METADATA.mutating {
         return Err(format!(
             "policy `{}` declares `mutating: false` but returned a mutated object",
