@@ -150,6 +150,11 @@ impl Config {
         Ok(config)
     }
 
+    /// The config in `path`, or the defaults (the built-ins) when there is none.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Self, ConfigError> {
+        path.map_or_else(|| Ok(Self::default()), Self::load)
+    }
+
     /// Parses and checks config text; errors carry no path yet.
     pub fn parse(text: &str) -> Result<Self, UnplacedError> {
         // An empty file means "all defaults", as no file does.

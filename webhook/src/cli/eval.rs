@@ -66,10 +66,7 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<Verdict> {
         manifests,
         cache,
     } = args;
-    let config = match &config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let config = Config::load_or_default(config.as_deref())?;
     let mut objects = Vec::new();
     for path in &manifests {
         objects.extend(read_objects(path)?);

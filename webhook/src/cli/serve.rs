@@ -68,10 +68,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_concurrent_evaluations,
         cache,
     } = args;
-    let config = match &config_path {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let config = Config::load_or_default(config_path.as_deref())?;
     let listen = listen
         .or(config.listen)
         .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default address parses"));
