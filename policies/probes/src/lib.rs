@@ -33,9 +33,9 @@
 mod port;
 mod probe;
 mod settings;
+mod view;
 
 use stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
-use stsguard_policy::k8s_openapi::api::core::v1::{Container, PodSpec};
 use stsguard_policy::{Error, Metadata, Operation, Policy, Request, Verdict};
 
 pub use crate::port::PortRef;
@@ -43,6 +43,7 @@ use crate::probe::Handler;
 pub use crate::settings::{
     LIVENESS_DEFAULTS, ProbeSettings, ProbesSettings, READINESS_DEFAULTS, Timing,
 };
+use crate::view::{Container, PodSpec};
 
 /// `"true"`: the policy leaves the StatefulSet alone.
 pub const SKIP_ANNOTATION: &str = "probes.stsguard.io/skip";
@@ -73,6 +74,8 @@ impl Policy for ProbesPolicy {
     };
     type Object = StatefulSet;
     type Settings = ProbesSettings;
+    // It reads its own small view of the JSON (`view`), not the typed StatefulSet.
+    const READ_TYPED_OBJECT_FIRST: bool = false;
 
     fn evaluate(
         request: &Request<StatefulSet>,
@@ -85,10 +88,11 @@ impl Policy for ProbesPolicy {
         if overrides.skip {
             return Ok(Verdict::accept());
         }
-        let Some(pod) = pod_spec(request.object()) else {
+        let sts = view::StatefulSet::read(request)?;
+        let Some(pod) = pod_spec(&sts) else {
             return Ok(Verdict::accept());
         };
-        let main = main_container(request.object(), pod);
+        let main = main_container(&sts, pod);
         let mut warnings = Vec::new();
         let mut problems = Vec::new();
         let mut additions = Vec::new();
@@ -254,7 +258,7 @@ impl Slot {
         }
     }
 
-    /// The container's JSON pointer; typed and JSON lists share their order.
+    /// The container's JSON pointer; the view reads the JSON lists in order.
     fn pointer(self) -> String {
         match self {
             Self::Container(i) => format!("/spec/template/spec/containers/{i}"),
@@ -379,13 +383,13 @@ fn user_probe_problems(container: &Container, who: &str) -> Vec<String> {
     warnings
 }
 
-fn pod_spec(sts: &StatefulSet) -> Option<&PodSpec> {
+fn pod_spec(sts: &view::StatefulSet) -> Option<&PodSpec> {
     sts.spec.as_ref()?.template.spec.as_ref()
 }
 
 /// The container named by the pod template's default-container annotation, else
 /// the first one.
-fn main_container<'a>(sts: &'a StatefulSet, pod: &'a PodSpec) -> &'a str {
+fn main_container<'a>(sts: &'a view::StatefulSet, pod: &'a PodSpec) -> &'a str {
     let named = sts
         .spec
         .as_ref()

@@ -2,8 +2,10 @@
 
 use std::fmt;
 
-use stsguard_policy::k8s_openapi::api::core::v1::{Container, ContainerPort};
+use stsguard_policy::k8s_openapi::api::core::v1::ContainerPort;
 use stsguard_policy::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::view::Container;
 
 /// A port as a probe names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,9 +18,10 @@
 //! cannot change after creation, and denying would block scaling and roll-outs.
 //! The policy never changes the object.
 
+mod view;
+
 use serde::Deserialize;
 use stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
-use stsguard_policy::k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use stsguard_policy::{Error, Metadata, Operation, Policy, Request, Settings, Verdict};
 
 /// `"true"`: violations are only warnings for this StatefulSet.
@@ -51,6 +52,8 @@ impl Policy for VolumeClaimsPolicy {
     };
     type Object = StatefulSet;
     type Settings = VolumeClaimsSettings;
+    // It reads its own small view of the JSON (`view`), not the typed StatefulSet.
+    const READ_TYPED_OBJECT_FIRST: bool = false;
 
     fn evaluate(
         request: &Request<StatefulSet>,
@@ -66,7 +69,7 @@ impl Policy for VolumeClaimsPolicy {
                 });
                 false
             });
-        violations.extend(violations_of(request.object()));
+        violations.extend(violations_of(&view::StatefulSet::read(request)?));
         if violations.is_empty() {
             return Ok(Verdict::accept());
         }
@@ -114,7 +117,7 @@ impl Violation {
 }
 
 /// All violations, in the order of the templates.
-fn violations_of(sts: &StatefulSet) -> Vec<Violation> {
+fn violations_of(sts: &view::StatefulSet) -> Vec<Violation> {
     let Some(spec) = &sts.spec else {
         return Vec::new();
     };
@@ -172,7 +175,7 @@ fn violations_of(sts: &StatefulSet) -> Vec<Violation> {
     violations
 }
 
-fn requests_storage(template: &PersistentVolumeClaim) -> bool {
+fn requests_storage(template: &view::ClaimTemplate) -> bool {
     template
         .spec
         .as_ref()

@@ -1,0 +1,127 @@
+//! The parts of a StatefulSet the policy reads, straight from the request JSON.
+//!
+//! Reading the whole typed k8s-openapi `StatefulSet` costs tens of microseconds
+//! in WebAssembly; this view reads only the pod template's annotations and
+//! containers. It reads them as k8s-openapi does (a missing or `null` required
+//! field is its default), and the small parts it reads whole, ports and probes,
+//! are k8s-openapi's own types. A shape the view refuses goes through the typed
+//! view instead (see [`StatefulSet::read`]), whose error fails the evaluation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+use stsguard_policy::k8s_openapi::api::apps::v1;
+use stsguard_policy::k8s_openapi::api::core::v1::{ContainerPort, Probe};
+use stsguard_policy::{Error, Request, serde_json};
+
+/// A StatefulSet, as far as the policy reads it.
+#[derive(Debug, Deserialize)]
+pub struct StatefulSet {
+    pub spec: Option<Spec>,
+}
+
+/// `spec`.
+#[derive(Debug, Deserialize)]
+pub struct Spec {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub template: PodTemplate,
+}
+
+/// `spec.template`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PodTemplate {
+    pub metadata: Option<Metadata>,
+    pub spec: Option<PodSpec>,
+}
+
+/// `spec.template.metadata`.
+#[derive(Debug, Deserialize)]
+pub struct Metadata {
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// `spec.template.spec`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub containers: Vec<Container>,
+    pub init_containers: Option<Vec<Container>>,
+}
+
+/// A container or init container.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    pub ports: Option<Vec<ContainerPort>>,
+    pub readiness_probe: Option<Probe>,
+    pub liveness_probe: Option<Probe>,
+    pub restart_policy: Option<String>,
+}
+
+impl StatefulSet {
+    /// The request's object. A shape this view refuses is read through the typed
+    /// view: if k8s-openapi refuses it too, the evaluation fails with its error
+    /// (and the policy goes on with a bare object); if not, the view reads the
+    /// typed object.
+    pub fn read(request: &Request<v1::StatefulSet>) -> Result<Self, Error> {
+        if let Ok(view) = Self::deserialize(request.object_json()) {
+            return Ok(view);
+        }
+        let typed = serde_json::to_value(request.object())?;
+        Ok(Self::deserialize(&typed)?)
+    }
+}
+
+/// A missing or `null` value as the type's default, as k8s-openapi reads
+/// required fields.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use stsguard_policy::serde_json::json;
+    use stsguard_policy::testing;
+
+    use super::*;
+    use crate::ProbesPolicy;
+
+    #[test]
+    fn nulls_and_missing_required_fields_read_as_defaults() {
+        let view: StatefulSet = serde_json::from_value(json!({
+            "spec": {"template": {"spec": {"containers": [{"name": null}]}}}
+        }))
+        .unwrap();
+        let pod = view.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.containers[0].name, "");
+        let view: StatefulSet =
+            serde_json::from_value(json!({"spec": {"template": null}})).unwrap();
+        assert!(view.spec.unwrap().template.spec.is_none());
+    }
+
+    #[test]
+    fn a_shape_k8s_openapi_refuses_is_its_error() {
+        for object in [
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                   "spec": {"template": {"spec": {"containers": {"name": "a"}}}}}),
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                   "spec": {"template": {"spec": {"containers": [
+                       {"name": "a", "ports": [{"containerPort": "http"}]}]}}}}),
+        ] {
+            let error =
+                testing::evaluate::<ProbesPolicy>(&testing::create_request(object), &json!({}))
+                    .unwrap_err();
+            assert!(
+                error.contains("cannot read `object` as apps/v1 StatefulSet"),
+                "{error}"
+            );
+        }
+    }
+}
