@@ -88,7 +88,7 @@ impl Policy for ProbesPolicy {
         if overrides.skip {
             return Ok(Verdict::accept());
         }
-        let sts = view::StatefulSet::read(request)?;
+        let sts = request.object_view::<view::StatefulSet>()?;
         let Some(pod) = pod_spec(&sts) else {
             return Ok(Verdict::accept());
         };

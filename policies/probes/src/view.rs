@@ -5,14 +5,12 @@
 //! containers. It reads them as k8s-openapi does (a missing or `null` required
 //! field is its default), and the small parts it reads whole, ports and probes,
 //! are k8s-openapi's own types. A shape the view refuses goes through the typed
-//! view instead (see [`StatefulSet::read`]), whose error fails the evaluation.
+//! view instead (see [`Request::object_view`](stsguard_policy::Request::object_view)), whose error fails the evaluation.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer};
-use stsguard_policy::k8s_openapi::api::apps::v1;
+use serde::Deserialize;
 use stsguard_policy::k8s_openapi::api::core::v1::{ContainerPort, Probe};
-use stsguard_policy::{Error, Request, serde_json};
 
 /// A StatefulSet, as far as the policy reads it.
 #[derive(Debug, Deserialize)]
@@ -23,7 +21,7 @@ pub struct StatefulSet {
 /// `spec`.
 #[derive(Debug, Deserialize)]
 pub struct Spec {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "stsguard_policy::json::null_as_default")]
     pub template: PodTemplate,
 }
 
@@ -44,7 +42,7 @@ pub struct Metadata {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "stsguard_policy::json::null_as_default")]
     pub containers: Vec<Container>,
     pub init_containers: Option<Vec<Container>>,
 }
@@ -53,7 +51,7 @@ pub struct PodSpec {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "stsguard_policy::json::null_as_default")]
     pub name: String,
     pub ports: Option<Vec<ContainerPort>>,
     pub readiness_probe: Option<Probe>,
@@ -61,33 +59,9 @@ pub struct Container {
     pub restart_policy: Option<String>,
 }
 
-impl StatefulSet {
-    /// The request's object. A shape this view refuses is read through the typed
-    /// view: if k8s-openapi refuses it too, the evaluation fails with its error
-    /// (and the policy goes on with a bare object); if not, the view reads the
-    /// typed object.
-    pub fn read(request: &Request<v1::StatefulSet>) -> Result<Self, Error> {
-        if let Ok(view) = Self::deserialize(request.object_json()) {
-            return Ok(view);
-        }
-        let typed = serde_json::to_value(request.object())?;
-        Ok(Self::deserialize(&typed)?)
-    }
-}
-
-/// A missing or `null` value as the type's default, as k8s-openapi reads
-/// required fields.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
-    use stsguard_policy::serde_json::json;
+    use stsguard_policy::serde_json::{self, json};
     use stsguard_policy::testing;
 
     use super::*;

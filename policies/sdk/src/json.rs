@@ -12,7 +12,7 @@
 //! assert_eq!(object, json!({"spec": {"replicas": 3, "podManagementPolicy": "Parallel"}}));
 //! ```
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::Error;
@@ -70,6 +70,18 @@ pub(crate) fn set_value(target: &mut Value, pointer: &str, value: Value) -> Resu
         };
     }
     unreachable!("a pointer with '/' has at least one token")
+}
+
+/// A missing or `null` value as the type's default, the way k8s-openapi reads
+/// required fields. For the small serde views policies read with
+/// [`Request::object_view`](crate::Request::object_view):
+/// `#[serde(default, deserialize_with = "stsguard_policy::json::null_as_default")]`.
+pub fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 #[cfg(test)]

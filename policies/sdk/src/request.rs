@@ -98,6 +98,22 @@ pub struct Request<K> {
 }
 
 impl<K: Resource + DeserializeOwned> Request<K> {
+    /// The object read as `V`, a policy's own small serde view of just the fields
+    /// it needs: much cheaper in WebAssembly than the whole typed object. A shape
+    /// the view refuses is read through the typed object instead, so an object
+    /// k8s-openapi refuses fails with k8s-openapi's error (as [`Request::object`]
+    /// would), and one it accepts is read from its typed form.
+    pub fn object_view<V: DeserializeOwned>(&self) -> Result<V, Error>
+    where
+        K: serde::Serialize,
+    {
+        if let Ok(view) = V::deserialize(self.object_json()) {
+            return Ok(view);
+        }
+        let typed = serde_json::to_value(self.object())?;
+        Ok(V::deserialize(&typed)?)
+    }
+
     /// `None` when the request carries no object (which CREATE and UPDATE always do).
     pub(crate) fn from_wire(wire: Wire) -> Result<Option<Self>, String> {
         let Some(object_json) = wire.object else {

@@ -69,7 +69,7 @@ impl Policy for VolumeClaimsPolicy {
                 });
                 false
             });
-        violations.extend(violations_of(&view::StatefulSet::read(request)?));
+        violations.extend(violations_of(&request.object_view::<view::StatefulSet>()?));
         if violations.is_empty() {
             return Ok(Verdict::accept());
         }

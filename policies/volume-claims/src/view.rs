@@ -5,14 +5,12 @@
 //! volumes and volume mounts. It reads them as k8s-openapi does (a missing or
 //! `null` required field is its default; quantities are k8s-openapi's type). A
 //! shape the view refuses goes through the typed view instead (see
-//! [`StatefulSet::read`]), whose error fails the evaluation.
+//! [`Request::object_view`](stsguard_policy::Request::object_view)), whose error fails the evaluation.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer};
-use stsguard_policy::k8s_openapi::api::apps::v1;
+use serde::Deserialize;
 use stsguard_policy::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use stsguard_policy::{Error, Request, serde_json};
 
 /// A StatefulSet, as far as the policy reads it.
 #[derive(Debug, Deserialize)]
@@ -24,7 +22,7 @@ pub struct StatefulSet {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Spec {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "stsguard_policy::json::null_as_default")]
     pub template: PodTemplate,
     pub volume_claim_templates: Option<Vec<ClaimTemplate>>,
 }
@@ -39,7 +37,7 @@ pub struct PodTemplate {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "stsguard_policy::json::null_as_default")]
     pub containers: Vec<Container>,
     pub init_containers: Option<Vec<Container>>,
     pub volumes: Option<Vec<Named>>,
@@ -55,14 +53,14 @@ pub struct Container {
 /// A pod volume or a volume mount: only its name.
 #[derive(Debug, Deserialize)]
 pub struct Named {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "stsguard_policy::json::null_as_default")]
     pub name: String,
 }
 
 /// One of `spec.volumeClaimTemplates`.
 #[derive(Debug, Deserialize)]
 pub struct ClaimTemplate {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "stsguard_policy::json::null_as_default")]
     pub metadata: ClaimMetadata,
     pub spec: Option<ClaimSpec>,
 }
@@ -87,33 +85,9 @@ pub struct Resources {
     pub requests: Option<BTreeMap<String, Quantity>>,
 }
 
-impl StatefulSet {
-    /// The request's object. A shape this view refuses is read through the typed
-    /// view: if k8s-openapi refuses it too, the evaluation fails with its error
-    /// (and the policy goes on with a bare object); if not, the view reads the
-    /// typed object.
-    pub fn read(request: &Request<v1::StatefulSet>) -> Result<Self, Error> {
-        if let Ok(view) = Self::deserialize(request.object_json()) {
-            return Ok(view);
-        }
-        let typed = serde_json::to_value(request.object())?;
-        Ok(Self::deserialize(&typed)?)
-    }
-}
-
-/// A missing or `null` value as the type's default, as k8s-openapi reads
-/// required fields.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
-    use stsguard_policy::serde_json::json;
+    use stsguard_policy::serde_json::{self, json};
     use stsguard_policy::testing;
 
     use super::*;
