@@ -24,7 +24,8 @@ use sha2::{Digest, Sha256};
 use crate::admission::{Operation, ReviewRequest};
 use crate::builtin;
 use crate::config::{Config, FailurePolicy, Mode, ModuleSource, PolicyConfig};
-use crate::engine::{self, CallContext, Engine, EvalError, Limits, Metadata, Module};
+use crate::engine::{self, CallContext, Engine, EvalError, Limits, Metadata, Module, Verdict};
+use crate::mutation;
 
 /// Longest warning kept; the API server may truncate longer ones anyway.
 const MAX_WARNING_CHARS: usize = 256;
@@ -254,9 +255,13 @@ impl PolicySet {
         // Most reviews change nothing: borrow until a policy mutates, so those
         // pay for neither a copy of the object nor a diff.
         let mut current = std::borrow::Cow::Borrowed(original);
+        // The request as the next policy sees it, serialized once per version of
+        // the object rather than once per policy.
+        let mut input: Option<String> = None;
         for policy in selected.filter(|policy| policy.targets(request)) {
             let started = Instant::now();
-            let result = run_one(policy, &current, request, deadline);
+            let text = input.get_or_insert_with(|| policy_input(request, &current));
+            let result = run_one(policy, text, &current, request, deadline);
             let duration = started.elapsed();
             let record = |result: RunResult| PolicyRun {
                 policy: policy.name.clone(),
@@ -278,6 +283,7 @@ impl PolicySet {
                     let mutated = verdict.mutated.is_some();
                     if let Some(object) = verdict.mutated {
                         current = std::borrow::Cow::Owned(object);
+                        input = None;
                     }
                     outcome.runs.push(record(RunResult::Allowed { mutated }));
                 }
@@ -372,6 +378,7 @@ fn clean_warning(prefix: &str, warning: &str) -> String {
 }
 
 /// A policy's verdict, checked and parsed.
+#[derive(Debug)]
 struct CheckedVerdict {
     allowed: bool,
     message: Option<String>,
@@ -403,8 +410,20 @@ impl serde::Serialize for PolicyInput<'_> {
     }
 }
 
+/// The request JSON a policy is called with.
+fn policy_input(request: &ReviewRequest, object: &Value) -> String {
+    let input = PolicyInput {
+        request: &request.raw,
+        object,
+    };
+    serde_json::to_string(&input).expect("a JSON value serializes")
+}
+
+/// Evaluates one policy on `input` (the request with `object` in it) and applies
+/// its mutation to a copy of `object`.
 fn run_one(
     policy: &Policy,
+    input: &str,
     object: &Value,
     request: &ReviewRequest,
     deadline: Instant,
@@ -421,28 +440,23 @@ fn run_one(
         policy: policy.name.clone(),
         uid: request.uid.as_str().into(),
     };
-    let input = PolicyInput {
-        request: &request.raw,
-        object,
-    };
-    let text = serde_json::to_string(&input).expect("a JSON value serializes");
     let verdict = policy
         .module
-        .evaluate(&text, &policy.settings, &limits, &context)?;
-    let mutated = match verdict.mutated_object {
+        .evaluate(input, &policy.settings, &limits, &context)?;
+    checked(verdict, policy.metadata().mutating, object)
+}
+
+/// The verdict with its mutation (if the policy may mutate) applied to a copy of
+/// `object`.
+fn checked(verdict: Verdict, mutating: bool, object: &Value) -> Result<CheckedVerdict, EvalError> {
+    let mutated = match verdict.mutation {
         None => None,
-        Some(_) if !policy.metadata().mutating => {
+        Some(_) if !mutating => {
             return Err(EvalError::Policy(
-                "returned a mutated object but declares itself non-mutating".into(),
+                "returned a mutation but declares itself non-mutating".into(),
             ));
         }
-        Some(text) => {
-            let mutated: Value = serde_json::from_str(&text).map_err(|e| {
-                EvalError::Policy(format!("returned a mutated object that is not JSON: {e}"))
-            })?;
-            check_identity(object, &mutated)?;
-            Some(mutated)
-        }
+        Some(mutation) => mutation::apply(object, mutation)?,
     };
     Ok(CheckedVerdict {
         allowed: verdict.allowed,
@@ -450,30 +464,6 @@ fn run_one(
         warnings: verdict.warnings,
         mutated,
     })
-}
-
-/// A policy may change an object, not swap it for another one.
-fn check_identity(before: &Value, after: &Value) -> Result<(), EvalError> {
-    if !after.is_object() {
-        return Err(EvalError::Policy(
-            "returned a mutated object that is not a JSON object".into(),
-        ));
-    }
-    for pointer in [
-        "/apiVersion",
-        "/kind",
-        "/metadata/name",
-        "/metadata/namespace",
-    ] {
-        if before.pointer(pointer) != after.pointer(pointer) {
-            return Err(EvalError::Policy(format!(
-                "returned a mutated object with a different {}; policies may not change an \
-                 object's identity",
-                &pointer[1..]
-            )));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -559,6 +549,77 @@ mod tests {
             patch,
             json!([{"op": "add", "path": "/metadata/labels", "value": {"step": "one", "other": "two"}}])
         );
+    }
+
+    #[test]
+    fn set_mutations_apply_in_order_and_are_checked_like_whole_objects() {
+        let set = chain(
+            r#"policies:
+  - name: setter
+    module: SCRIPTED
+    settings:
+      behaviour: set
+      fields:
+        - {pointer: /metadata/labels/step, value: one}
+        - {pointer: /spec/template/spec, value: {containers: [{name: app}]}}
+        - {pointer: /spec/template/spec/containers/0/readinessProbe, value: {tcpSocket: {port: 80}}}
+  - {name: checker, module: SCRIPTED, settings: {behaviour: require-label, key: step, value: one}}
+  - name: again
+    module: SCRIPTED
+    settings: {behaviour: set, fields: [{pointer: /metadata/labels/step, value: one}]}
+  - name: renamer
+    module: SCRIPTED
+    failurePolicy: ignore
+    settings: {behaviour: set, fields: [{pointer: /metadata/labels/x, value: y}, {pointer: /metadata/name, value: evil}]}
+  - name: bad-pointer
+    module: SCRIPTED
+    failurePolicy: ignore
+    settings: {behaviour: set, fields: [{pointer: /spec/replicas/x, value: 1}]}
+  - name: not-json
+    module: SCRIPTED
+    failurePolicy: ignore
+    settings: {behaviour: set, fields: [{pointer: /spec/replicas, raw: "{3"}]}"#,
+        );
+        let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+        assert_eq!(outcome.denial, None);
+        let results: Vec<_> = outcome.runs.iter().map(|r| r.result.clone()).collect();
+        assert_eq!(results[0], RunResult::Allowed { mutated: true });
+        assert_eq!(results[1], RunResult::Allowed { mutated: false });
+        // A value already in place is no change.
+        assert_eq!(results[2], RunResult::Allowed { mutated: false });
+        for (result, expected) in results[3..].iter().zip([
+            "policies may not change an object's identity",
+            "\"/spec/replicas/x\": \"x\" is inside a value that is not an object",
+            "not JSON",
+        ]) {
+            assert!(
+                matches!(result, RunResult::Failed(EvalError::Policy(m)) if m.contains(expected)),
+                "{result:?}"
+            );
+        }
+        // Failed policies changed nothing, not even the valid part of their edits.
+        let object = outcome.object.unwrap();
+        assert_eq!(object["metadata"]["labels"], json!({"step": "one"}));
+        assert_eq!(object["metadata"]["name"], "web");
+        assert_eq!(
+            object["spec"],
+            json!({"replicas": 3, "aFieldFromTheFuture": {"x": 1}, "template": {"spec": {"containers": [
+                {"name": "app", "readinessProbe": {"tcpSocket": {"port": 80}}}]}}})
+        );
+    }
+
+    #[test]
+    fn a_non_mutating_policy_may_not_mutate() {
+        // The host's side of the check: a verdict with a mutation from a policy
+        // that declared `mutating: false`.
+        let verdict = engine::Verdict {
+            allowed: true,
+            message: None,
+            warnings: vec![],
+            mutation: Some(engine::Mutation::Set(vec![])),
+        };
+        let error = checked(verdict, false, &json!({})).unwrap_err();
+        assert!(error.to_string().contains("non-mutating"), "{error}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
+pub use bindings::stsguard::policy::types::{Field, Mutation};
 pub use bindings::{Metadata, Target, Verdict};
 use sandbox::Sandbox;
 
@@ -82,8 +83,8 @@ pub enum LoadError {
     #[error("not a valid WebAssembly policy component: {0}")]
     Compile(String),
     #[error(
-        "the component does not fit the stsguard:policy world (check that it was built \
-         against policies/wit): {0}"
+        "the component does not fit the stsguard:policy@0.2.0 world; rebuild it against \
+         policies/wit of this stsguard version: {0}"
     )]
     Link(String),
     #[error("the component's `metadata` export failed: {0}")]

@@ -13,7 +13,8 @@
 //!                          ▼
 //!                       admission::decide ──► chain::PolicySet::evaluate
 //!                          │                    │ for each policy, in order:
-//!                          │                    └─► engine::Module::evaluate (fresh wasm instance)
+//!                          │                    ├─► engine::Module::evaluate (fresh wasm instance)
+//!                          │                    └─► mutation::apply (values or object → checked copy)
 //!                          ▼
 //!                       Response (allowed / denied, JSONPatch = diff(original, final), warnings)
 //! ```
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod mutation;
 pub mod reload;
 pub mod server;
 pub mod tls;

@@ -15,8 +15,8 @@
 //!
 //! The policy takes no settings.
 
+use serde::Deserialize;
 use stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
-use stsguard_policy::serde_json::Value;
 use stsguard_policy::{Error, Metadata, NoSettings, Operation, Policy, Request, Verdict};
 
 /// `"true"`: the app needs ordered start-up; keep `OrderedReady`.
@@ -64,17 +64,11 @@ impl Policy for ParallelPolicy {
         };
         // k8s-openapi's `v1_33` types keep `spec` optional; the API server never
         // sends a StatefulSet without one.
-        // Read from the JSON: the typed view is only read (and its error reported)
-        // for a shape it would refuse.
-        let current = match request.object_json().get("spec") {
-            None | Some(Value::Null) => return Ok(Verdict::accept()),
-            Some(Value::Object(spec)) => match spec.get("podManagementPolicy") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(policy)) => Some(policy.as_str()),
-                Some(_) => typed_policy(request),
-            },
-            Some(_) => typed_policy(request),
+        let view = request.object_view::<View>()?;
+        let Some(spec) = view.spec else {
+            return Ok(Verdict::accept());
         };
+        let current = spec.pod_management_policy.as_deref();
         // Only the Kubernetes default is ours to change; `Parallel` is the goal
         // and any other value is a choice we do not second-guess.
         if skip || ordered || !matches!(current, None | Some(ORDERED_READY)) {
@@ -103,13 +97,17 @@ impl Policy for ParallelPolicy {
 
 stsguard_policy::export_policy!(ParallelPolicy);
 
-/// `spec.podManagementPolicy` through the typed view, for JSON it would refuse.
-fn typed_policy(request: &Request<StatefulSet>) -> Option<&str> {
-    request
-        .object()
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.pod_management_policy.as_deref())
+/// The one field the policy reads, straight from the request JSON (see
+/// [`Request::object_view`]).
+#[derive(Deserialize)]
+struct View {
+    spec: Option<SpecView>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecView {
+    pod_management_policy: Option<String>,
 }
 
 #[cfg(test)]

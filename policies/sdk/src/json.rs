@@ -19,7 +19,8 @@ use crate::Error;
 
 /// Sets the value at `pointer` (RFC 6901, e.g. `/spec/template/spec/containers/0/readinessProbe`),
 /// creating missing objects on the way. `value` may be any serializable value,
-/// e.g. a typed k8s-openapi `Probe`. Array elements must exist.
+/// e.g. a typed k8s-openapi `Probe`. Array elements must exist. The host applies
+/// [`Verdict::set`](crate::Verdict::set) values with the same rules.
 pub fn set(target: &mut Value, pointer: &str, value: impl Serialize) -> Result<(), Error> {
     set_value(target, pointer, serde_json::to_value(value)?)
 }
@@ -55,10 +56,13 @@ pub(crate) fn set_value(target: &mut Value, pointer: &str, value: Value) -> Resu
                 map.entry(token).or_insert(Value::Null)
             }
             Value::Array(items) => {
+                // RFC 6901 indexes, as the host reads them: digits, no leading zero.
+                let canonical = token.bytes().all(|b| b.is_ascii_digit())
+                    && (token == "0" || !token.starts_with('0'));
                 let index = token
                     .parse::<usize>()
                     .ok()
-                    .filter(|&i| i < items.len())
+                    .filter(|&i| canonical && i < items.len())
                     .ok_or_else(|| Error::new(format!("{pointer}: no array element {token}")))?;
                 if last {
                     items[index] = value;
@@ -124,6 +128,11 @@ mod tests {
                 .contains("inside a scalar")
         );
         assert!(set(&mut v, "a", 2).is_err());
+        for index in ["00", "+0", "-", ""] {
+            assert!(set(&mut v, &format!("/a/{index}"), 2).is_err(), "{index}");
+        }
+        set(&mut v, "/a/0", 2).unwrap();
+        assert_eq!(v["a"], json!([2]));
         set(&mut v, "", json!(null)).unwrap();
         assert_eq!(v, Value::Null);
     }

@@ -9,12 +9,13 @@
 //!   host (wasmtime)                      this crate                     your policy
 //!   ───────────────                      ──────────                     ───────────
 //!   evaluate(request, settings) ──► parse settings (S::validate)
-//!                                       parse request once; skip other kinds,
-//!                                       DELETE and CONNECT
-//!                                       typed view of `object` ─────► Policy::evaluate
+//!                                       parse request once, `object` kept as
+//!                                       text; skip other kinds, DELETE, CONNECT
+//!                                       views of `object` on demand ─► Policy::evaluate
 //!                                                                         │
-//!   Verdict { allowed, message,  ◄── merge typed edits into the  ◄── Verdict::accept /
-//!     warnings, mutated-object }     original JSON (nothing lost)     reject / mutate + warn
+//!   Verdict { allowed, message,  ◄── `set` values as they are,   ◄── Verdict::accept /
+//!     warnings, mutation }           typed edits merged into the      reject / set /
+//!                                    original JSON (nothing lost)     mutate + warn
 //! ```
 //!
 //! **No field is lost.** A policy edits a typed k8s-openapi object, but typed
@@ -24,9 +25,10 @@
 //! applies only that difference to the JSON the API server sent. A verdict that
 //! changes nothing carries no mutated object, so the host sends no patch.
 //!
-//! Re-serializing costs a few tens of microseconds; a policy on a hot path can
-//! instead edit the JSON itself ([`json::set`], [`Verdict::mutate_json`]) and keep
-//! the typed view for reading.
+//! Re-serializing costs a few tens of microseconds; a policy on a hot path reads
+//! a small view of the JSON ([`Request::object_view`]) and names the values it
+//! changes ([`Verdict::set`]): then neither the policy nor the host handles the
+//! whole object.
 //!
 //! The same crate compiles natively, so a policy's unit tests run with plain
 //! `cargo test` through [`testing`], against fixture AdmissionRequests, with no

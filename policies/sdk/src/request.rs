@@ -42,8 +42,10 @@ pub(crate) struct Wire {
     #[serde(default)]
     namespace: Option<String>,
     pub(crate) operation: Operation,
+    /// Kept as text: a policy reads its own small view of it, and building the
+    /// whole JSON tree is the largest cost of a policy in WebAssembly.
     #[serde(default)]
-    object: Option<Value>,
+    object: Option<Box<RawValue>>,
     /// Kept as text until a policy asks for it: most never do.
     #[serde(default)]
     old_object: Option<Box<RawValue>>,
@@ -91,7 +93,9 @@ pub struct Request<K> {
     object: OnceCell<K>,
     /// Why the typed view could not be read, once a policy asked for it.
     object_error: OnceCell<Error>,
-    pub(crate) object_json: Value,
+    object_text: Box<RawValue>,
+    object_json: OnceCell<Value>,
+    object_head: OnceCell<Head>,
     old_object_text: Option<Box<RawValue>>,
     old_object_json: OnceCell<Option<Value>>,
     old_object: OnceCell<Result<K, Error>>,
@@ -107,7 +111,7 @@ impl<K: Resource + DeserializeOwned> Request<K> {
     where
         K: serde::Serialize,
     {
-        if let Ok(view) = V::deserialize(self.object_json()) {
+        if let Ok(view) = serde_json::from_str::<V>(self.object_text.get()) {
             return Ok(view);
         }
         let typed = serde_json::to_value(self.object())?;
@@ -116,15 +120,22 @@ impl<K: Resource + DeserializeOwned> Request<K> {
 
     /// `None` when the request carries no object (which CREATE and UPDATE always do).
     pub(crate) fn from_wire(wire: Wire) -> Result<Option<Self>, String> {
-        let Some(object_json) = wire.object else {
+        let Some(object_text) = wire.object else {
             return Ok(None);
         };
-        let name = wire
-            .name
-            .filter(|n| !n.is_empty())
-            .or_else(|| metadata_str(&object_json, "name").map(str::to_owned))
-            .or_else(|| metadata_str(&object_json, "generateName").map(|g| format!("{g}*")))
-            .unwrap_or_default();
+        let object_head = OnceCell::new();
+        let name = match wire.name.filter(|n| !n.is_empty()) {
+            Some(name) => name,
+            None => {
+                let head = object_head.get_or_init(|| Head::read(&object_text));
+                let metadata = &head.metadata;
+                match (&metadata.name, &metadata.generate_name) {
+                    (Some(name), _) if !name.is_empty() => name.clone(),
+                    (_, Some(prefix)) => format!("{prefix}*"),
+                    _ => String::new(),
+                }
+            }
+        };
         Ok(Some(Self {
             uid: wire.uid,
             name,
@@ -134,7 +145,9 @@ impl<K: Resource + DeserializeOwned> Request<K> {
             username: wire.user_info.username,
             object: OnceCell::new(),
             object_error: OnceCell::new(),
-            object_json,
+            object_text,
+            object_json: OnceCell::new(),
+            object_head,
             old_object_text: wire.old_object,
             old_object_json: OnceCell::new(),
             old_object: OnceCell::new(),
@@ -145,7 +158,7 @@ impl<K: Resource + DeserializeOwned> Request<K> {
     /// typed view on first use.
     pub fn object(&self) -> &K {
         self.object
-            .get_or_init(|| match read_typed::<K>(&self.object_json, "object") {
+            .get_or_init(|| match read_typed::<K>(self.object_json(), "object") {
                 Ok(object) => object,
                 Err(error) => {
                     // The evaluation fails with this error (see `object_error`); the
@@ -196,9 +209,19 @@ impl<K: Resource + DeserializeOwned> Request<K> {
 }
 
 impl<K> Request<K> {
-    /// The object as JSON, including fields the typed view does not know.
+    /// The object as JSON, including fields the typed view does not know. Built
+    /// on first use: in WebAssembly, reading the whole tree costs more than
+    /// most policies' own work, so prefer [`Request::object_view`] for reading.
     pub fn object_json(&self) -> &Value {
-        &self.object_json
+        self.object_json.get_or_init(|| {
+            // Already checked to be JSON when the request was read.
+            serde_json::from_str(self.object_text.get()).unwrap_or(Value::Null)
+        })
+    }
+
+    /// The object as JSON text, exactly as the host passed it.
+    pub fn object_text(&self) -> &str {
+        self.object_text.get()
     }
 
     /// CREATE or UPDATE.
@@ -233,11 +256,10 @@ impl<K> Request<K> {
 
     /// The value of an annotation on the object, if present.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.object_json
-            .get("metadata")?
-            .get("annotations")?
-            .get(key)?
-            .as_str()
+        let head = self
+            .object_head
+            .get_or_init(|| Head::read(&self.object_text));
+        head.metadata.annotations.get(key)?.as_str()
     }
 
     /// A `"true"` / `"false"` annotation: absent means `false`; any other value is
@@ -255,8 +277,31 @@ impl<K> Request<K> {
     }
 }
 
-fn metadata_str<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
-    object.get("metadata")?.get(key)?.as_str()
+/// The object's name and annotations, read without building the whole tree.
+#[derive(Default, Deserialize)]
+struct Head {
+    #[serde(default, deserialize_with = "crate::json::null_as_default")]
+    metadata: HeadMetadata,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeadMetadata {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+    /// Values as JSON: a value that is not a string reads as absent, as before.
+    #[serde(default, deserialize_with = "crate::json::null_as_default")]
+    annotations: std::collections::BTreeMap<String, Value>,
+}
+
+impl Head {
+    /// An object whose metadata has an unexpected shape has no name or
+    /// annotations here; the policy's own view reports the shape.
+    fn read(text: &RawValue) -> Self {
+        serde_json::from_str(text.get()).unwrap_or_default()
+    }
 }
 
 fn read_typed<K: Resource + DeserializeOwned>(json: &Value, member: &str) -> Result<K, Error> {

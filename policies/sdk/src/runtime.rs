@@ -72,9 +72,9 @@ pub fn evaluate<P: Policy>(request: &str, settings: &str) -> Result<bindings::Ve
     }
     let verdict = verdict.into_wit(&mut request)?;
     discard((request, settings));
-    if verdict.mutated_object.is_some() && !P::METADATA.mutating {
+    if verdict.mutation.is_some() && !P::METADATA.mutating {
         return Err(format!(
-            "policy `{}` declares `mutating: false` but returned a mutated object",
+            "policy `{}` declares `mutating: false` but returned a mutation",
             P::METADATA.name
         ));
     }
@@ -86,6 +86,6 @@ fn allow_untouched() -> bindings::Verdict {
         allowed: true,
         message: None,
         warnings: Vec::new(),
-        mutated_object: None,
+        mutation: None,
     }
 }

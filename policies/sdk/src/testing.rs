@@ -30,8 +30,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use crate::runtime::bindings::stsguard::policy::types::Mutation;
 use crate::runtime::{self, bindings};
-use crate::{Policy, settings};
+use crate::{Policy, json, settings};
 
 /// What one policy returned, as the host receives it.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +43,8 @@ pub struct Outcome {
     pub message: Option<String>,
     /// The warnings, without the host's `stsguard/<policy>: ` prefix.
     pub warnings: Vec<String>,
-    /// The mutated object; `None` when the policy changed nothing.
+    /// The object after the policy's mutation, applied as the host applies it;
+    /// `None` when the policy changed nothing.
     pub mutated_object: Option<Value>,
 }
 
@@ -64,7 +66,7 @@ impl Outcome {
 /// AdmissionReview) with these settings. `Err` is the policy's error.
 pub fn evaluate<P: Policy>(request: &Value, settings: &Value) -> Result<Outcome, String> {
     let verdict = runtime::evaluate::<P>(&request.to_string(), &settings.to_string())?;
-    Ok(outcome(verdict))
+    outcome(verdict, &request["object"])
 }
 
 /// Checks settings as the host does when it loads the configuration.
@@ -77,15 +79,34 @@ pub fn metadata<P: Policy>() -> bindings::Metadata {
     runtime::metadata::<P>()
 }
 
-fn outcome(verdict: bindings::Verdict) -> Outcome {
-    Outcome {
+/// The verdict as the host sees it: the mutation applied to `object`. A mutation
+/// the host would refuse is the policy's error here too.
+fn outcome(verdict: bindings::Verdict, object: &Value) -> Result<Outcome, String> {
+    let mutated_object = match verdict.mutation {
+        None => None,
+        Some(Mutation::Object(text)) => {
+            let mutated: Value = serde_json::from_str(&text)
+                .map_err(|e| format!("returned a mutated object that is not JSON: {e}"))?;
+            Some(mutated)
+        }
+        Some(Mutation::Set(fields)) => {
+            let mut mutated = object.clone();
+            for field in fields {
+                let value: Value = serde_json::from_str(&field.value).map_err(|e| {
+                    format!("set {:?} to a value that is not JSON: {e}", field.pointer)
+                })?;
+                json::set_value(&mut mutated, &field.pointer, value)
+                    .map_err(|e| format!("set {:?}: {e}", field.pointer))?;
+            }
+            Some(mutated)
+        }
+    };
+    Ok(Outcome {
         allowed: verdict.allowed,
         message: verdict.message,
         warnings: verdict.warnings,
-        mutated_object: verdict.mutated_object.map(|text| {
-            serde_json::from_str(&text).expect("a mutated object is JSON, written by the SDK")
-        }),
-    }
+        mutated_object: mutated_object.filter(|mutated| mutated != object),
+    })
 }
 
 /// Reads a JSON file, panicking with a message that names it.
@@ -208,7 +229,8 @@ impl Chain {
         for step in &self.steps {
             let verdict = (step.evaluate)(&request.to_string(), &step.settings)
                 .map_err(|e| format!("policy `{}` failed: {e}", step.name))?;
-            let outcome = outcome(verdict);
+            let outcome = outcome(verdict, &request["object"])
+                .map_err(|e| format!("policy `{}` failed: {e}", step.name))?;
             warnings.extend(
                 outcome
                     .warnings

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::merge::apply_typed_edits;
 use crate::runtime::bindings;
+use crate::runtime::bindings::stsguard::policy::types::{Field, Mutation};
 use crate::{Error, Request, json};
 
 /// The longest warning a policy returns, in characters; longer ones are cut with
@@ -35,8 +36,9 @@ enum Decision<K> {
     Reject(String),
     Mutate(K),
     MutateJson(Value),
-    /// `(pointer, value)`, applied in order by [`json::set`] to the object as sent.
-    Set(Vec<(String, Value)>),
+    /// `(pointer, value as JSON text)`, applied in order by the host to the
+    /// object as sent (WIT `mutation::set`).
+    Set(Vec<(String, String)>),
 }
 
 impl<K> Verdict<K> {
@@ -66,11 +68,12 @@ impl<K> Verdict<K> {
     }
 
     /// Allow the request with the value at `pointer` (RFC 6901, e.g.
-    /// `/spec/podManagementPolicy`) set to `value`, as [`json::set`] does on
-    /// [`Request::object_json`]; missing objects on the way are created. Call it
-    /// again for more values. The SDK applies the values to the object it holds,
-    /// so nothing is copied: the fastest way to mutate. If every value is already
-    /// there, no patch is sent.
+    /// `/spec/podManagementPolicy`) set to `value`; objects missing on the way are
+    /// created, array elements must exist. Call it again for more values; they
+    /// apply in order. Only the values travel to the host, which sets them in its
+    /// copy of the object: neither side copies or re-serializes the whole object,
+    /// so this is the fastest way to mutate. Values already in place change
+    /// nothing, and if none changes anything no patch is sent.
     ///
     /// Applies to an accepting verdict or one from [`Verdict::mutate_json`]
     /// (whose object is then edited); on any other the result is an `Err`.
@@ -82,14 +85,18 @@ impl<K> Verdict<K> {
     /// ```
     pub fn set(mut self, pointer: impl Into<String>, value: impl Serialize) -> Result<Self, Error> {
         let pointer = pointer.into();
-        let value = serde_json::to_value(value)?;
         match &mut self.decision {
-            Decision::Accept => self.decision = Decision::Set(vec![(pointer, value)]),
-            Decision::Set(values) => values.push((pointer, value)),
-            Decision::MutateJson(object) => json::set_value(object, &pointer, value)?,
+            Decision::Accept => {
+                self.decision = Decision::Set(vec![(pointer, serde_json::to_string(&value)?)]);
+            }
+            Decision::Set(values) => values.push((pointer, serde_json::to_string(&value)?)),
+            Decision::MutateJson(object) => {
+                json::set_value(object, &pointer, serde_json::to_value(value)?)?;
+            }
             Decision::Reject(_) | Decision::Mutate(_) => {
                 return Err(Error::new(format!(
-                    "Verdict::set({pointer:?}) on a verdict that rejects or mutates the typed                      object"
+                    "Verdict::set({pointer:?}) on a verdict that rejects or mutates the typed \
+                     object"
                 )));
             }
         }
@@ -136,58 +143,51 @@ impl<K: Serialize> Verdict<K> {
     where
         K: k8s_openapi::Resource + serde::de::DeserializeOwned,
     {
-        let mutated = match self.decision {
+        let changed_object = |object: Value| -> Result<Option<Mutation>, String> {
+            if object == *request.object_json() {
+                return Ok(None);
+            }
+            let text = serde_json::to_string(&object).map_err(serialize_error)?;
+            discard(object);
+            Ok(Some(Mutation::Object(text)))
+        };
+        let mutation = match self.decision {
             Decision::Accept => None,
             Decision::Reject(message) => {
                 return Ok(bindings::Verdict {
                     allowed: false,
                     message: Some(message),
                     warnings: self.warnings,
-                    mutated_object: None,
+                    mutation: None,
                 });
             }
             Decision::Mutate(edited) => {
                 let base = serde_json::to_value(request.object()).map_err(serialize_error)?;
                 let edited_json = serde_json::to_value(&edited).map_err(serialize_error)?;
                 discard(edited);
-                let merged = if base == edited_json {
+                let mutation = if base == edited_json {
                     None
                 } else {
                     let mut merged = request.object_json().clone();
                     apply_typed_edits(&mut merged, &base, &edited_json);
-                    Some(merged)
+                    changed_object(merged)?
                 };
                 discard((base, edited_json));
-                merged.filter(|merged| merged != request.object_json())
+                mutation
             }
-            Decision::MutateJson(object) => {
-                Some(object).filter(|object| object != request.object_json())
-            }
-            Decision::Set(values) => {
-                let object = &mut request.object_json;
-                let mut changed = false;
-                for (pointer, value) in values {
-                    if object.pointer(&pointer) != Some(&value) {
-                        changed = true;
-                        json::set_value(object, &pointer, value).map_err(|e| e.to_string())?;
-                    }
-                }
-                changed.then(|| std::mem::take(object))
-            }
-        };
-        let mutated_object = match mutated {
-            Some(object) => {
-                let text = serde_json::to_string(&object).map_err(serialize_error)?;
-                discard(object);
-                Some(text)
-            }
-            None => None,
+            Decision::MutateJson(object) => changed_object(object)?,
+            Decision::Set(values) => Some(Mutation::Set(
+                values
+                    .into_iter()
+                    .map(|(pointer, value)| Field { pointer, value })
+                    .collect(),
+            )),
         };
         Ok(bindings::Verdict {
             allowed: true,
             message: None,
             warnings: self.warnings,
-            mutated_object,
+            mutation,
         })
     }
 }

@@ -141,7 +141,7 @@ fn a_policy_that_says_it_does_not_mutate_cannot() {
     let e = testing::evaluate::<Liar>(&future_fields(), &json!({})).unwrap_err();
     assert_eq!(
         e,
-        "policy `typed-editor` declares `mutating: false` but returned a mutated object"
+        "policy `typed-editor` declares `mutating: false` but returned a mutation"
     );
 }
 

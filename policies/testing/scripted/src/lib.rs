@@ -12,7 +12,8 @@
 //! | `allow` | allows, no change |
 //! | `deny` | denies with `settings.message` |
 //! | `warn` | allows with the warning `settings.message` |
-//! | `label` | sets `metadata.labels[settings.key] = settings.value`, with a warning |
+//! | `label` | sets `metadata.labels[settings.key] = settings.value`, with a warning, returning the whole object |
+//! | `set` | returns `settings.fields` (`[{"pointer": .., "value": <JSON>}]`, or `"raw": <text>` instead of `value`) as a `set` mutation |
 //! | `require-label` | denies unless `metadata.labels[settings.key] == settings.value` |
 //! | `error` | returns the error `settings.message` |
 //! | `loop` | never returns |
@@ -41,6 +42,7 @@ const BEHAVIOURS: &[&str] = &[
     "deny",
     "warn",
     "label",
+    "set",
     "require-label",
     "error",
     "loop",
@@ -54,13 +56,31 @@ fn text(settings: &Value, key: &str) -> String {
     settings[key].as_str().unwrap_or_default().to_string()
 }
 
-fn allow(warnings: Vec<String>, mutated: Option<String>) -> Verdict {
+fn allow(warnings: Vec<String>, mutation: Option<Mutation>) -> Verdict {
     Verdict {
         allowed: true,
         message: None,
         warnings,
-        mutated_object: mutated,
+        mutation,
     }
+}
+
+/// The `set` behaviour's fields: each value as JSON text, or `raw` verbatim.
+fn fields(settings: &Value) -> Vec<Field> {
+    let fields = settings["fields"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    fields
+        .iter()
+        .map(|field| Field {
+            pointer: text(field, "pointer"),
+            value: match field.get("raw") {
+                Some(raw) => raw.as_str().unwrap_or_default().to_string(),
+                None => field["value"].to_string(),
+            },
+        })
+        .collect()
 }
 
 impl Guest for Scripted {
@@ -103,7 +123,7 @@ impl Guest for Scripted {
                 allowed: false,
                 message: Some(message),
                 warnings: vec![],
-                mutated_object: None,
+                mutation: None,
             }),
             "warn" => Ok(allow(vec![message], None)),
             "label" => {
@@ -125,8 +145,16 @@ impl Guest for Scripted {
                 labels[&key] = Value::String(value.clone());
                 Ok(allow(
                     vec![format!("set label {key}={value}")],
-                    Some(object.to_string()),
+                    Some(Mutation::Object(object.to_string())),
                 ))
+            }
+            "set" => {
+                let fields = fields(&settings);
+                let warnings = fields
+                    .iter()
+                    .map(|f| format!("set {}", f.pointer))
+                    .collect();
+                Ok(allow(warnings, Some(Mutation::Set(fields))))
             }
             "require-label" => {
                 let (key, value) = (text(&settings, "key"), text(&settings, "value"));
@@ -137,7 +165,7 @@ impl Guest for Scripted {
                         allowed: false,
                         message: Some(format!("label {key}={value} is missing")),
                         warnings: vec![],
-                        mutated_object: None,
+                        mutation: None,
                     })
                 }
             }
@@ -162,7 +190,7 @@ impl Guest for Scripted {
                 log(Level::Info, &message);
                 Ok(allow(vec![], None))
             }
-            "wrong-json" => Ok(allow(vec![], Some("{not json".into()))),
+            "wrong-json" => Ok(allow(vec![], Some(Mutation::Object("{not json".into())))),
             other => Err(format!("unknown behaviour `{other}`")),
         }
     }
