@@ -19,6 +19,10 @@ use stsguard_webhook::config::Config;
 use stsguard_webhook::engine::{Engine, EngineOptions};
 use stsguard_webhook::testing;
 
+/// The allocator the `stsguard` binary uses (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const REVIEW: &[u8] = include_bytes!("../tests/fixtures/reviews/lab-statefulset.create.json");
 
 fn benchmarks(c: &mut Criterion) {
