@@ -5,9 +5,12 @@
 //! latency percentiles. Two ways to load:
 //! - closed loop (default): each worker sends its next review when the last one is
 //!   answered, which finds the saturation throughput;
-//! - open loop (`--rate N`): reviews are due at a fixed rate, and latency is
-//!   measured from when each was due, so a stalled server shows up as latency
-//!   instead of quietly lowering the load (no coordinated omission).
+//! - open loop (`--rate N`): reviews are due at a fixed rate. A review that is
+//!   due while its worker still waits for the previous answer is timed from when
+//!   it was due, so a stalled server shows up as latency instead of quietly
+//!   lowering the load (no coordinated omission). One sent on time is timed from
+//!   when it was sent: tokio's timer wakes up to a millisecond late, and that
+//!   lateness is the load generator's, not the server's.
 //!
 //! Without `--url` it starts a server in this process (built-in policies,
 //! generated certificate) and loads that; client and server then share the CPU.
@@ -312,11 +315,16 @@ async fn run_workers(
             let mut tally = Tally::default();
             let mut due = start + offset.unwrap_or_default();
             while due < end {
-                if interval.is_some() {
+                // When this review's latency starts; see the module docs.
+                let timed_from = if interval.is_some() && Instant::now() < due {
                     tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                } else if interval.is_some() {
+                    due
                 } else {
                     due = Instant::now();
-                }
+                    due
+                };
                 let request = Request::post(&path)
                     .header(hyper::header::HOST, &host)
                     .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -327,7 +335,7 @@ async fn run_workers(
                         tally.ok += 1;
                         tally
                             .latencies_us
-                            .push(due.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                            .push(timed_from.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     }
                     Err(error) => {
                         tally.failed += 1;
