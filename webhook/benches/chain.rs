@@ -93,22 +93,6 @@ fn benchmarks(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    c.bench_function("host/parse-review-2t", |b| {
-        b.iter_custom(|iters| {
-            let per_thread = iters.div_ceil(2);
-            let started = Instant::now();
-            std::thread::scope(|scope| {
-                for _ in 0..2 {
-                    scope.spawn(|| {
-                        for _ in 0..per_thread {
-                            black_box(parse_review(black_box(REVIEW)).unwrap());
-                        }
-                    });
-                }
-            });
-            started.elapsed()
-        })
-    });
     c.bench_function("host/parse-review", |b| {
         b.iter(|| parse_review(black_box(REVIEW)).unwrap())
     });
