@@ -278,9 +278,8 @@ impl<K> Request<K> {
 }
 
 /// The object's name and annotations, read without building the whole tree.
-#[derive(Default, Deserialize)]
+#[derive(Default)]
 struct Head {
-    #[serde(default, deserialize_with = "crate::json::null_as_default")]
     metadata: HeadMetadata,
 }
 
@@ -291,16 +290,54 @@ struct HeadMetadata {
     name: Option<String>,
     #[serde(default)]
     generate_name: Option<String>,
-    /// Values as JSON: a value that is not a string reads as absent, as before.
+    /// Values as JSON: a value that is not a string reads as absent.
     #[serde(default, deserialize_with = "crate::json::null_as_default")]
     annotations: std::collections::BTreeMap<String, Value>,
 }
 
 impl Head {
-    /// An object whose metadata has an unexpected shape has no name or
-    /// annotations here; the policy's own view reports the shape.
+    /// Reads `metadata` and stops there: the API server writes it before `spec`,
+    /// so the rest of the object (most of it) is not scanned again. An object
+    /// whose metadata has an unexpected shape has no name or annotations here;
+    /// the policy's own view reports the shape.
     fn read(text: &RawValue) -> Self {
-        serde_json::from_str(text.get()).unwrap_or_default()
+        let mut metadata = None;
+        let mut reader = serde_json::Deserializer::from_str(text.get());
+        // Ends in the "stop" error once metadata is read, by design.
+        let _ = serde::Deserializer::deserialize_map(
+            &mut reader,
+            MetadataOnly {
+                found: &mut metadata,
+            },
+        );
+        Self {
+            metadata: metadata.unwrap_or_default(),
+        }
+    }
+}
+
+/// Visits an object's members until `metadata`, reads it, and stops.
+struct MetadataOnly<'a> {
+    found: &'a mut Option<HeadMetadata>,
+}
+
+impl<'de> serde::de::Visitor<'de> for MetadataOnly<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "metadata" {
+                let metadata: Option<HeadMetadata> = map.next_value()?;
+                *self.found = Some(metadata.unwrap_or_default());
+                return Err(serde::de::Error::custom("stop: metadata is read"));
+            }
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(())
     }
 }
 
@@ -322,5 +359,49 @@ pub(crate) fn quote_short(value: &str) -> String {
     } else {
         let cut: String = value.chars().take(MAX).collect();
         format!("{cut:?}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn head(object: Value) -> HeadMetadata {
+        let text = RawValue::from_string(object.to_string()).unwrap();
+        Head::read(&text).metadata
+    }
+
+    #[test]
+    fn the_head_is_read_wherever_metadata_is_and_whatever_follows() {
+        let metadata = json!({"name": "web", "annotations": {"a": "1", "b": 2}});
+        for object in [
+            json!({"apiVersion": "apps/v1", "metadata": metadata, "spec": {"x": [1, {"y": null}]}}),
+            json!({"spec": {"metadata": {"name": "inner"}}, "metadata": metadata}),
+            // What follows metadata is not read at all.
+            json!({"metadata": metadata, "spec": "ignored"}),
+        ] {
+            let head = head(object);
+            assert_eq!(head.name.as_deref(), Some("web"));
+            assert_eq!(head.annotations["a"], "1");
+            assert_eq!(head.annotations["b"], 2);
+        }
+    }
+
+    #[test]
+    fn a_missing_null_or_malformed_head_is_empty() {
+        for object in [
+            json!({"spec": {}}),
+            json!({"metadata": null}),
+            json!({"metadata": {"annotations": ["not", "a", "map"]}}),
+            json!({"metadata": "text"}),
+        ] {
+            let head = head(object.clone());
+            assert!(
+                head.name.is_none() && head.annotations.is_empty(),
+                "{object}"
+            );
+        }
     }
 }
