@@ -23,7 +23,7 @@
 //! `creationTimestamp: null`). The SDK therefore never returns the re-serialized
 //! typed object: it compares the typed object before and after the policy ran and
 //! applies only that difference to the JSON the API server sent. A verdict that
-//! changes nothing carries no mutated object, so the host sends no patch.
+//! changes nothing carries no mutation, so the host sends no patch.
 //!
 //! Re-serializing costs a few tens of microseconds; a policy on a hot path reads
 //! a small view of the JSON ([`Request::object_view`]) and names the values it
@@ -132,7 +132,7 @@ pub struct Metadata {
     pub version: &'static str,
     /// One or two sentences: what the policy enforces and why.
     pub description: &'static str,
-    /// Whether the policy may return a mutated object.
+    /// Whether the policy may return a mutation.
     pub mutating: bool,
     /// JSON Schema (draft 2020-12) of the settings object, as JSON text; `{}`
     /// when the policy takes no settings. `include_str!` a schema file.
