@@ -255,13 +255,16 @@ impl PolicySet {
         // Most reviews change nothing: borrow until a policy mutates, so those
         // pay for neither a copy of the object nor a diff.
         let mut current = std::borrow::Cow::Borrowed(original);
-        // The request as the next policy sees it, serialized once per version of
-        // the object rather than once per policy.
-        let mut input: Option<String> = None;
+        // What the policies get, serialized once per review (the request) and once
+        // per version of the object, not once per policy.
+        let mut request_text: Option<String> = None;
+        let mut object_text: Option<String> = None;
         for policy in selected.filter(|policy| policy.targets(request)) {
             let started = Instant::now();
-            let text = input.get_or_insert_with(|| policy_input(request, &current));
-            let result = run_one(policy, text, &current, request, deadline);
+            let rest =
+                request_text.get_or_insert_with(|| to_json(&RequestWithoutObject(&request.raw)));
+            let object = object_text.get_or_insert_with(|| to_json(&*current));
+            let result = run_one(policy, (rest, object), &current, request, deadline);
             let duration = started.elapsed();
             let record = |result: RunResult| PolicyRun {
                 policy: policy.name.clone(),
@@ -283,7 +286,7 @@ impl PolicySet {
                     let mutated = verdict.mutated.is_some();
                     if let Some(object) = verdict.mutated {
                         current = std::borrow::Cow::Owned(object);
-                        input = None;
+                        object_text = None;
                     }
                     outcome.runs.push(record(RunResult::Allowed { mutated }));
                 }
@@ -386,44 +389,32 @@ struct CheckedVerdict {
     mutated: Option<Value>,
 }
 
-/// The request as a policy sees it: the original, with `object` replaced by the
-/// object as mutated so far. Serialized straight from borrowed parts: cloning the
-/// whole request for every policy showed up in profiles.
-struct PolicyInput<'a> {
-    request: &'a Value,
-    object: &'a Value,
-}
+/// The request as a policy gets it: the original without its `object` (WIT
+/// `evaluate` takes the object apart). Serialized once per review, straight from
+/// the borrowed request: cloning it showed up in profiles.
+struct RequestWithoutObject<'a>(&'a Value);
 
-impl serde::Serialize for PolicyInput<'_> {
+impl serde::Serialize for RequestWithoutObject<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let fields = self.request.as_object().into_iter().flatten();
+        let fields = self.0.as_object().into_iter().flatten();
         let mut map = serializer.serialize_map(None)?;
-        for (key, value) in fields {
-            if key == "object" {
-                map.serialize_entry(key, self.object)?;
-            } else {
-                map.serialize_entry(key, value)?;
-            }
+        for (key, value) in fields.filter(|(key, _)| *key != "object") {
+            map.serialize_entry(key, value)?;
         }
         map.end()
     }
 }
 
-/// The request JSON a policy is called with.
-fn policy_input(request: &ReviewRequest, object: &Value) -> String {
-    let input = PolicyInput {
-        request: &request.raw,
-        object,
-    };
-    serde_json::to_string(&input).expect("a JSON value serializes")
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("a JSON value serializes")
 }
 
-/// Evaluates one policy on `input` (the request with `object` in it) and applies
-/// its mutation to a copy of `object`.
+/// Evaluates one policy on `input` (the request without its object, and the
+/// object, both as JSON) and applies its mutation to a copy of `object`.
 fn run_one(
     policy: &Policy,
-    input: &str,
+    input: (&str, &str),
     object: &Value,
     request: &ReviewRequest,
     deadline: Instant,
@@ -442,7 +433,7 @@ fn run_one(
     };
     let verdict = policy
         .module
-        .evaluate(input, &policy.settings, &limits, &context)?;
+        .evaluate(input.0, input.1, &policy.settings, &limits, &context)?;
     checked(verdict, policy.metadata().mutating, object)
 }
 

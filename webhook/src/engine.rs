@@ -283,16 +283,18 @@ impl Module {
         })
     }
 
-    /// Evaluates one admission request (JSON) in a fresh instance.
+    /// Evaluates one admission request in a fresh instance: `request` is the
+    /// AdmissionRequest JSON without its `object`, which is `object` (JSON).
     pub fn evaluate(
         &self,
         request: &str,
+        object: &str,
         settings: &str,
         limits: &Limits,
         context: &CallContext,
     ) -> Result<Verdict, EvalError> {
         self.call(limits, context, |policy, store| {
-            policy.call_evaluate(store, request, settings)
+            policy.call_evaluate(store, request, object, settings)
         })
     }
 

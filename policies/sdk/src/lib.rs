@@ -8,8 +8,8 @@
 //! ```text
 //!   host (wasmtime)                      this crate                     your policy
 //!   ───────────────                      ──────────                     ───────────
-//!   evaluate(request, settings) ──► parse settings (S::validate)
-//!                                       parse request once, `object` kept as
+//!   evaluate(request, object,   ──► parse settings (S::validate)
+//!            settings)                  parse the request, keep `object` as
 //!                                       text; skip other kinds, DELETE, CONNECT
 //!                                       views of `object` on demand ─► Policy::evaluate
 //!                                                                         │
@@ -203,12 +203,13 @@ macro_rules! export_policy {
 
                 fn evaluate(
                     request: $crate::runtime::String,
+                    object: $crate::runtime::String,
                     settings: $crate::runtime::String,
                 ) -> ::core::result::Result<
                     $crate::runtime::bindings::Verdict,
                     $crate::runtime::String,
                 > {
-                    $crate::runtime::evaluate::<$policy>(&request, &settings)
+                    $crate::runtime::evaluate::<$policy>(&request, object, &settings)
                 }
             }
 

@@ -42,10 +42,6 @@ pub(crate) struct Wire {
     #[serde(default)]
     namespace: Option<String>,
     pub(crate) operation: Operation,
-    /// Kept as text: a policy reads its own small view of it, and building the
-    /// whole JSON tree is the largest cost of a policy in WebAssembly.
-    #[serde(default)]
-    object: Option<Box<RawValue>>,
     /// Kept as text until a policy asks for it: most never do.
     #[serde(default)]
     old_object: Option<Box<RawValue>>,
@@ -93,7 +89,10 @@ pub struct Request<K> {
     object: OnceCell<K>,
     /// Why the typed view could not be read, once a policy asked for it.
     object_error: OnceCell<Error>,
-    object_text: Box<RawValue>,
+    /// The object as the host passed it (the WIT `object` argument), kept as
+    /// text: a policy reads its own small view of it, and building the whole
+    /// JSON tree is the largest cost of a policy in WebAssembly.
+    object_text: String,
     object_json: OnceCell<Value>,
     object_head: OnceCell<Head>,
     old_object_text: Option<Box<RawValue>>,
@@ -111,18 +110,18 @@ impl<K: Resource + DeserializeOwned> Request<K> {
     where
         K: serde::Serialize,
     {
-        if let Ok(view) = serde_json::from_str::<V>(self.object_text.get()) {
+        if let Ok(view) = serde_json::from_str::<V>(&self.object_text) {
             return Ok(view);
         }
         let typed = serde_json::to_value(self.object())?;
         Ok(V::deserialize(&typed)?)
     }
 
-    /// `None` when the request carries no object (which CREATE and UPDATE always do).
-    pub(crate) fn from_wire(wire: Wire) -> Result<Option<Self>, String> {
-        let Some(object_text) = wire.object else {
+    /// `None` when there is no object (`null`; CREATE and UPDATE always have one).
+    pub(crate) fn from_wire(wire: Wire, object_text: String) -> Result<Option<Self>, String> {
+        if object_text.trim() == "null" {
             return Ok(None);
-        };
+        }
         let object_head = OnceCell::new();
         let name = match wire.name.filter(|n| !n.is_empty()) {
             Some(name) => name,
@@ -214,14 +213,20 @@ impl<K> Request<K> {
     /// most policies' own work, so prefer [`Request::object_view`] for reading.
     pub fn object_json(&self) -> &Value {
         self.object_json.get_or_init(|| {
-            // Already checked to be JSON when the request was read.
-            serde_json::from_str(self.object_text.get()).unwrap_or(Value::Null)
+            // Text that is not JSON fails the evaluation, like a typed view that
+            // cannot be read.
+            serde_json::from_str(&self.object_text).unwrap_or_else(|e| {
+                let _ = self
+                    .object_error
+                    .set(Error::new(format!("the object is not JSON: {e}")));
+                Value::Null
+            })
         })
     }
 
     /// The object as JSON text, exactly as the host passed it.
     pub fn object_text(&self) -> &str {
-        self.object_text.get()
+        &self.object_text
     }
 
     /// CREATE or UPDATE.
@@ -300,9 +305,9 @@ impl Head {
     /// so the rest of the object (most of it) is not scanned again. An object
     /// whose metadata has an unexpected shape has no name or annotations here;
     /// the policy's own view reports the shape.
-    fn read(text: &RawValue) -> Self {
+    fn read(text: &str) -> Self {
         let mut metadata = None;
-        let mut reader = serde_json::Deserializer::from_str(text.get());
+        let mut reader = serde_json::Deserializer::from_str(text);
         // Ends in the "stop" error once metadata is read, by design.
         let _ = serde::Deserializer::deserialize_map(
             &mut reader,
@@ -369,8 +374,7 @@ mod tests {
     use super::*;
 
     fn head(object: Value) -> HeadMetadata {
-        let text = RawValue::from_string(object.to_string()).unwrap();
-        Head::read(&text).metadata
+        Head::read(&object.to_string()).metadata
     }
 
     #[test]

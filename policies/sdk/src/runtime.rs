@@ -48,15 +48,19 @@ pub fn validate_settings<P: Policy>(settings: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// The `evaluate` export.
-pub fn evaluate<P: Policy>(request: &str, settings: &str) -> Result<bindings::Verdict, String> {
+/// The `evaluate` export: `request` without its `object`, which is `object`.
+pub fn evaluate<P: Policy>(
+    request: &str,
+    object: String,
+    settings: &str,
+) -> Result<bindings::Verdict, String> {
     let settings: P::Settings = settings::parse(settings).map_err(|e| e.to_string())?;
     let wire: Wire = serde_json::from_str(request)
         .map_err(|e| format!("cannot read the AdmissionRequest: {e}"))?;
     if !matches_kind::<P::Object>(&wire.kind) || !wire.operation.has_object() {
         return Ok(allow_untouched());
     }
-    let Some(mut request) = Request::<P::Object>::from_wire(wire)? else {
+    let Some(mut request) = Request::<P::Object>::from_wire(wire, object)? else {
         return Ok(allow_untouched());
     };
     if P::READ_TYPED_OBJECT_FIRST {

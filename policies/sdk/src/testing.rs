@@ -65,7 +65,8 @@ impl Outcome {
 /// Runs policy `P` on an AdmissionRequest (the `request` member of an
 /// AdmissionReview) with these settings. `Err` is the policy's error.
 pub fn evaluate<P: Policy>(request: &Value, settings: &Value) -> Result<Outcome, String> {
-    let verdict = runtime::evaluate::<P>(&request.to_string(), &settings.to_string())?;
+    let (rest, object) = wit_arguments(request);
+    let verdict = runtime::evaluate::<P>(&rest, object, &settings.to_string())?;
     outcome(verdict, &request["object"])
 }
 
@@ -77,6 +78,17 @@ pub fn validate_settings<P: Policy>(settings: &Value) -> Result<(), String> {
 /// The metadata `P` exports, as the host receives it.
 pub fn metadata<P: Policy>() -> bindings::Metadata {
     runtime::metadata::<P>()
+}
+
+/// An AdmissionRequest as the host passes it to `evaluate`: the request without
+/// its `object`, and the object.
+fn wit_arguments(request: &Value) -> (String, String) {
+    let object = request.get("object").unwrap_or(&Value::Null).to_string();
+    let mut rest = request.clone();
+    if let Some(members) = rest.as_object_mut() {
+        members.remove("object");
+    }
+    (rest.to_string(), object)
 }
 
 /// The verdict as the host sees it: the mutation applied to `object`. A mutation
@@ -174,7 +186,7 @@ pub fn with_object(request: &Value, object: Value) -> Value {
     request
 }
 
-type EvaluateFn = fn(&str, &str) -> Result<bindings::Verdict, String>;
+type EvaluateFn = fn(&str, String, &str) -> Result<bindings::Verdict, String>;
 
 struct Step {
     name: &'static str,
@@ -227,7 +239,8 @@ impl Chain {
         let mut request = request.clone();
         let mut warnings = Vec::new();
         for step in &self.steps {
-            let verdict = (step.evaluate)(&request.to_string(), &step.settings)
+            let (rest, object) = wit_arguments(&request);
+            let verdict = (step.evaluate)(&rest, object, &step.settings)
                 .map_err(|e| format!("policy `{}` failed: {e}", step.name))?;
             let outcome = outcome(verdict, &request["object"])
                 .map_err(|e| format!("policy `{}` failed: {e}", step.name))?;

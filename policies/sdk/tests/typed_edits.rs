@@ -163,6 +163,17 @@ fn requests_the_policy_cannot_read_are_errors_not_verdicts() {
         e.starts_with("invalid settings: `x`: unknown field `x`"),
         "{e}"
     );
+    // The object arrives apart from the request (WIT `evaluate`); text that is
+    // not JSON is an error, not an empty object.
+    let mut rest = future_fields();
+    rest.as_object_mut().unwrap().remove("object");
+    let e = stsguard_policy::runtime::evaluate::<TypedEditor>(
+        &rest.to_string(),
+        "{\"kind\": ".into(),
+        "{}",
+    )
+    .unwrap_err();
+    assert!(e.starts_with("the object is not JSON"), "{e}");
 }
 
 #[test]

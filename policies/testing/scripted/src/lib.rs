@@ -113,9 +113,10 @@ impl Guest for Scripted {
         }
     }
 
-    fn evaluate(request: String, settings: String) -> Result<Verdict, String> {
+    fn evaluate(request: String, object: String, settings: String) -> Result<Verdict, String> {
         let settings: Value = serde_json::from_str(&settings).map_err(|e| e.to_string())?;
         let mut request: Value = serde_json::from_str(&request).map_err(|e| e.to_string())?;
+        request["object"] = serde_json::from_str(&object).map_err(|e| e.to_string())?;
         let message = text(&settings, "message");
         match settings["behaviour"].as_str().unwrap_or_default() {
             "allow" => Ok(allow(vec![], None)),
