@@ -224,8 +224,11 @@ async fn decide(
             Some(name) => Selection::Only(name),
             None => Selection::All,
         };
-        let (response, outcome) =
+        let (response, mut outcome) =
             admission::decide(&request, &served.policies, selection, deadline);
+        // Freed on the thread that allocated them: a free from another thread
+        // costs the allocator more (it showed up in profiles under load).
+        drop((outcome.object.take(), outcome.patch.take()));
         (request, response, outcome)
     })
     .await;
