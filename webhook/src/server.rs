@@ -2,14 +2,15 @@
 //!
 //! ```text
 //!   TCP ─► rustls (h2 / http1.1) ─► hyper ─► axum Router
-//!     POST /mutate            whole chain      ┐  body ─► parse_review ─► wait for policies
-//!     POST /mutate/{policy}   one policy       ┘  ─► evaluation permit ─► decide (blocking pool)
+//!     POST /mutate            whole chain      ┐  body ─► wait for policies ─► evaluation
+//!     POST /mutate/{policy}   one policy       ┘  permit ─► parse + decide (blocking pool)
 //!     GET  /healthz /readyz /metrics
 //! ```
 //!
-//! Handlers are thin: they turn bytes into a [`ReviewRequest`] and hand it to
-//! [`admission::decide`], which runs on the blocking pool because a policy is
-//! synchronous CPU work that may run up to its timeout. A semaphore bounds how
+//! Handlers are thin: they read the body and hand the bytes to the blocking pool,
+//! which parses them into a [`ReviewRequest`](crate::admission::ReviewRequest)
+//! and runs [`admission::decide`] there, because a policy is synchronous CPU work
+//! that may run up to its timeout. A semaphore bounds how
 //! many evaluations run at once (and so the pool's instance slots); a review
 //! waiting for a permit still counts against its deadline, and one that runs out
 //! of time is answered by its policies' failurePolicy, never left hanging.
@@ -34,9 +35,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
-use tracing::Instrument;
 
-use crate::admission::{self, ReviewRequest};
+use crate::admission;
 use crate::chain::{PolicySet, Selection};
 use crate::metrics::Metrics;
 
@@ -155,50 +155,8 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
                 .into_response();
         }
     };
-    let request = match admission::parse_review(&bytes) {
-        Ok(request) => request,
-        Err(error) => {
-            tracing::warn!(uid = %error.uid, %error, "unreadable admission review");
-            state
-                .metrics
-                .record_review("invalid", started.elapsed().as_secs_f64(), None);
-            return axum::Json(admission::invalid(&error).to_review()).into_response();
-        }
-    };
-    let span = tracing::info_span!(
-        "review",
-        uid = %request.uid,
-        kind = %request.kind.kind,
-        namespace = %request.namespace,
-        name = %request.name,
-        operation = ?request.operation,
-    );
-    decide(state, only, request, deadline, started)
-        .instrument(span)
-        .await
-}
-
-async fn decide(
-    state: AppState,
-    only: Option<String>,
-    request: ReviewRequest,
-    deadline: Instant,
-    started: Instant,
-) -> Response {
     let Some(served) = state.wait_for_policies(deadline).await else {
-        let message = "stsguard is still loading its policies; the review was not evaluated";
-        tracing::warn!(message);
-        let response = admission::Response {
-            uid: request.uid.clone(),
-            allowed: false,
-            status: Some((503, message.into())),
-            patch: None,
-            warnings: Vec::new(),
-        };
-        state
-            .metrics
-            .record_review("denied", started.elapsed().as_secs_f64(), None);
-        return axum::Json(response.to_review()).into_response();
+        return not_ready(&state, &bytes, started);
     };
     if let Some(name) = &only
         && served.policies.get(name).is_none()
@@ -216,42 +174,66 @@ async fn decide(
             .await
             .ok()
             .and_then(Result::ok);
-    let span = tracing::Span::current();
+    let metrics = state.metrics.clone();
     let evaluation = tokio::task::spawn_blocking(move || {
-        let _span = span.enter();
         let _permit = permit;
-        let selection = match &only {
-            Some(name) => Selection::Only(name),
-            None => Selection::All,
-        };
-        let (response, mut outcome) =
-            admission::decide(&request, &served.policies, selection, deadline);
-        // Freed on the thread that allocated them: a free from another thread
-        // costs the allocator more (it showed up in profiles under load).
-        drop((outcome.object.take(), outcome.patch.take()));
-        (request, response, outcome)
+        decide(
+            &metrics,
+            &served,
+            only.as_deref(),
+            &bytes,
+            deadline,
+            started,
+        )
     })
     .await;
-    let (request, response, outcome) = match evaluation {
-        Ok(result) => result,
+    evaluation.unwrap_or_else(|error| {
+        tracing::error!(%error, "the evaluation task failed");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; see the stsguard log\n",
+        )
+            .into_response()
+    })
+}
+
+/// Parses, decides, records and answers one review, on the blocking pool. All of
+/// it on one thread: the review's JSON is allocated and freed there, and a free
+/// from another thread costs the allocator more (it showed up under load).
+fn decide(
+    metrics: &Metrics,
+    served: &Served,
+    only: Option<&str>,
+    body: &[u8],
+    deadline: Instant,
+    started: Instant,
+) -> Response {
+    let request = match admission::parse_review(body) {
+        Ok(request) => request,
         Err(error) => {
-            tracing::error!(%error, "the evaluation task failed");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error; see the stsguard log\n",
-            )
-                .into_response();
+            tracing::warn!(uid = %error.uid, %error, "unreadable admission review");
+            metrics.record_review("invalid", started.elapsed().as_secs_f64(), None);
+            return axum::Json(admission::invalid(&error).to_review()).into_response();
         }
     };
+    let span = tracing::info_span!(
+        "review",
+        uid = %request.uid,
+        kind = %request.kind.kind,
+        namespace = %request.namespace,
+        name = %request.name,
+        operation = ?request.operation,
+    );
+    let _span = span.enter();
+    let selection = only.map_or(Selection::All, Selection::Only);
+    let (response, outcome) = admission::decide(&request, &served.policies, selection, deadline);
     let outcome_label = match (&response.allowed, &response.patch) {
         (false, _) => "denied",
         (true, Some(_)) => "patched",
         (true, None) => "allowed",
     };
     let elapsed = started.elapsed();
-    state
-        .metrics
-        .record_review(outcome_label, elapsed.as_secs_f64(), Some(&outcome));
+    metrics.record_review(outcome_label, elapsed.as_secs_f64(), Some(&outcome));
     let denial = response
         .status
         .as_ref()
@@ -264,6 +246,32 @@ async fn decide(
         denial,
         "reviewed"
     );
+    axum::Json(response.to_review()).into_response()
+}
+
+/// The answer while no policy set is loaded yet (rare: only right after start).
+fn not_ready(state: &AppState, body: &[u8], started: Instant) -> Response {
+    let uid = match admission::parse_review(body) {
+        Ok(request) => request.uid,
+        Err(error) => {
+            state
+                .metrics
+                .record_review("invalid", started.elapsed().as_secs_f64(), None);
+            return axum::Json(admission::invalid(&error).to_review()).into_response();
+        }
+    };
+    let message = "stsguard is still loading its policies; the review was not evaluated";
+    tracing::warn!(%uid, message);
+    let response = admission::Response {
+        uid,
+        allowed: false,
+        status: Some((503, message.into())),
+        patch: None,
+        warnings: Vec::new(),
+    };
+    state
+        .metrics
+        .record_review("denied", started.elapsed().as_secs_f64(), None);
     axum::Json(response.to_review()).into_response()
 }
 
