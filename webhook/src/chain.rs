@@ -13,6 +13,7 @@
 //! one and swap it in whole (see `reload`), so a review always runs against one
 //! consistent set.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +25,9 @@ use sha2::{Digest, Sha256};
 use crate::admission::{Operation, ReviewRequest};
 use crate::builtin;
 use crate::config::{Config, FailurePolicy, Mode, ModuleSource, PolicyConfig};
-use crate::engine::{self, CallContext, Engine, EvalError, Limits, Metadata, Module, Verdict};
+use crate::engine::{
+    self, CallContext, Engine, EvalError, Limits, Metadata, Module, Mutation, Verdict,
+};
 use crate::mutation;
 
 /// Longest warning kept; the API server may truncate longer ones anyway.
@@ -254,7 +257,7 @@ impl PolicySet {
         let original = &request.raw["object"];
         // Most reviews change nothing: borrow until a policy mutates, so those
         // pay for neither a copy of the object nor a diff.
-        let mut current = std::borrow::Cow::Borrowed(original);
+        let mut current = Cow::Borrowed(original);
         // What the policies get, serialized once per review (the request) and once
         // per version of the object, not once per policy.
         let mut request_text: Option<String> = None;
@@ -264,7 +267,8 @@ impl PolicySet {
             let rest =
                 request_text.get_or_insert_with(|| to_json(&RequestWithoutObject(&request.raw)));
             let object = object_text.get_or_insert_with(|| to_json(&*current));
-            let result = run_one(policy, (rest, object), &current, request, deadline);
+            let result = run_one(policy, (rest, object), request, deadline)
+                .and_then(|verdict| settle(verdict, policy.config.mode, &mut current));
             let duration = started.elapsed();
             let record = |result: RunResult| PolicyRun {
                 policy: policy.name.clone(),
@@ -283,12 +287,12 @@ impl PolicySet {
                         });
                         return outcome;
                     }
-                    let mutated = verdict.mutated.is_some();
-                    if let Some(object) = verdict.mutated {
-                        current = std::borrow::Cow::Owned(object);
+                    if verdict.mutated {
                         object_text = None;
                     }
-                    outcome.runs.push(record(RunResult::Allowed { mutated }));
+                    outcome.runs.push(record(RunResult::Allowed {
+                        mutated: verdict.mutated,
+                    }));
                 }
                 (Ok(verdict), Mode::Monitor) => {
                     let tag = Some("monitor");
@@ -299,13 +303,12 @@ impl PolicySet {
                         outcome.runs.push(record(RunResult::Denied));
                         continue;
                     }
-                    let mutated = verdict.mutated.is_some();
-                    if let Some(object) = verdict.mutated {
-                        let patch = json_patch::diff(&current, &object);
-                        let patch = serde_json::to_string(&patch).expect("a patch serializes");
+                    if let Some(patch) = verdict.would_patch {
                         outcome.warn(policy, tag, [format!("would apply patch {patch}")]);
                     }
-                    outcome.runs.push(record(RunResult::Allowed { mutated }));
+                    outcome.runs.push(record(RunResult::Allowed {
+                        mutated: verdict.mutated,
+                    }));
                 }
                 (Err(error), mode) => {
                     tracing::warn!(
@@ -386,7 +389,38 @@ struct CheckedVerdict {
     allowed: bool,
     message: Option<String>,
     warnings: Vec<String>,
-    mutated: Option<Value>,
+    /// What the policy would change, until [`settle`] applies it.
+    mutation: Option<Mutation>,
+    /// Whether the object changed (enforce) or would have (monitor).
+    mutated: bool,
+    /// Monitor mode: the patch the policy would have caused.
+    would_patch: Option<String>,
+}
+
+/// Applies an allowing verdict's mutation: in enforce mode to the chain's object
+/// (in place; nothing changes if it fails), in monitor mode to a scratch copy
+/// that only yields the patch it would have caused.
+fn settle(
+    mut verdict: CheckedVerdict,
+    mode: Mode,
+    current: &mut Cow<'_, Value>,
+) -> Result<CheckedVerdict, EvalError> {
+    let Some(mutation) = verdict.mutation.take().filter(|_| verdict.allowed) else {
+        return Ok(verdict);
+    };
+    match mode {
+        Mode::Enforce => verdict.mutated = mutation::apply(current, mutation)?,
+        Mode::Monitor => {
+            let mut scratch = Cow::Borrowed(&**current);
+            if mutation::apply(&mut scratch, mutation)? {
+                let patch = json_patch::diff(current, &scratch);
+                verdict.would_patch =
+                    Some(serde_json::to_string(&patch).expect("a patch serializes"));
+                verdict.mutated = true;
+            }
+        }
+    }
+    Ok(verdict)
 }
 
 /// The request as a policy gets it: the original without its `object` (WIT
@@ -415,7 +449,6 @@ fn to_json(value: &impl serde::Serialize) -> String {
 fn run_one(
     policy: &Policy,
     input: (&str, &str),
-    object: &Value,
     request: &ReviewRequest,
     deadline: Instant,
 ) -> Result<CheckedVerdict, EvalError> {
@@ -434,26 +467,23 @@ fn run_one(
     let verdict = policy
         .module
         .evaluate(input.0, input.1, &policy.settings, &limits, &context)?;
-    checked(verdict, policy.metadata().mutating, object)
+    checked(verdict, policy.metadata().mutating)
 }
 
-/// The verdict with its mutation (if the policy may mutate) applied to a copy of
-/// `object`.
-fn checked(verdict: Verdict, mutating: bool, object: &Value) -> Result<CheckedVerdict, EvalError> {
-    let mutated = match verdict.mutation {
-        None => None,
-        Some(_) if !mutating => {
-            return Err(EvalError::Policy(
-                "returned a mutation but declares itself non-mutating".into(),
-            ));
-        }
-        Some(mutation) => mutation::apply(object, mutation)?,
-    };
+/// The verdict, with a mutation only from a policy that may mutate.
+fn checked(verdict: Verdict, mutating: bool) -> Result<CheckedVerdict, EvalError> {
+    if verdict.mutation.is_some() && !mutating {
+        return Err(EvalError::Policy(
+            "returned a mutation but declares itself non-mutating".into(),
+        ));
+    }
     Ok(CheckedVerdict {
         allowed: verdict.allowed,
         message: verdict.message,
         warnings: verdict.warnings,
-        mutated,
+        mutation: verdict.mutation,
+        mutated: false,
+        would_patch: None,
     })
 }
 
@@ -609,7 +639,7 @@ mod tests {
             warnings: vec![],
             mutation: Some(engine::Mutation::Set(vec![])),
         };
-        let error = checked(verdict, false, &json!({})).unwrap_err();
+        let error = checked(verdict, false).unwrap_err();
         assert!(error.to_string().contains("non-mutating"), "{error}");
     }
 

@@ -8,9 +8,12 @@
 //! to its own copy, checks that the object is still the same object, and computes
 //! the one patch for the whole chain at the end.
 //!
-//! Nothing is applied unless everything is valid: values are parsed and the
-//! edits applied to a copy, so a bad pointer in a policy's third value leaves the
-//! object as the previous policy left it.
+//! Nothing is applied unless everything is valid: values are parsed before any
+//! is set, and every change is logged so that a bad pointer in a policy's third
+//! value, or a change of identity, is undone. So the chain edits its working copy
+//! in place instead of copying the object for every mutating policy.
+
+use std::borrow::Cow;
 
 use serde_json::Value;
 
@@ -24,73 +27,144 @@ const IDENTITY: [&str; 4] = [
     "/metadata/namespace",
 ];
 
-/// The object after `mutation`, or `None` when it changes nothing.
-pub fn apply(current: &Value, mutation: Mutation) -> Result<Option<Value>, EvalError> {
-    let next = match mutation {
+/// Applies `mutation` to `object`; `true` when it changed anything. A borrowed
+/// object is copied only once a value differs. On error the object is as it was.
+pub fn apply(object: &mut Cow<'_, Value>, mutation: Mutation) -> Result<bool, EvalError> {
+    match mutation {
         Mutation::Object(text) => {
-            let object: Value = serde_json::from_str(&text).map_err(|e| {
+            let next: Value = serde_json::from_str(&text).map_err(|e| {
                 EvalError::Policy(format!("returned a mutated object that is not JSON: {e}"))
             })?;
-            (object != *current).then_some(object)
+            if next == **object {
+                return Ok(false);
+            }
+            check_identity(object, &next)?;
+            *object = Cow::Owned(next);
+            Ok(true)
         }
-        Mutation::Set(fields) => set_all(current, fields)?,
-    };
-    if let Some(next) = &next {
-        check_identity(current, next)?;
+        Mutation::Set(fields) => set_all(object, fields),
     }
-    Ok(next)
 }
 
-/// Applies each field in order; values already in place are skipped, and the
-/// object is copied only once one is not.
-fn set_all(current: &Value, fields: Vec<Field>) -> Result<Option<Value>, EvalError> {
-    let mut next: Option<Value> = None;
+/// Sets each field in order; values already in place are skipped.
+fn set_all(object: &mut Cow<'_, Value>, fields: Vec<Field>) -> Result<bool, EvalError> {
+    let mut values = Vec::with_capacity(fields.len());
     for Field { pointer, value } in fields {
-        let value: Value = serde_json::from_str(&value).map_err(|e| {
-            EvalError::Policy(format!("set {pointer:?} to a value that is not JSON: {e}"))
-        })?;
-        let here = next.as_ref().unwrap_or(current);
-        if here.pointer(&pointer) == Some(&value) {
+        match serde_json::from_str::<Value>(&value) {
+            Ok(value) => values.push((pointer, value)),
+            Err(e) => {
+                return Err(EvalError::Policy(format!(
+                    "set {pointer:?} to a value that is not JSON: {e}"
+                )));
+            }
+        }
+    }
+    let identity = IDENTITY.map(|pointer| object.pointer(pointer).cloned());
+    let mut undo = Vec::new();
+    for (pointer, value) in values {
+        if object.pointer(&pointer) == Some(&value) {
             continue;
         }
-        let object = next.get_or_insert_with(|| current.clone());
-        set(object, &pointer, value)
-            .map_err(|reason| EvalError::Policy(format!("set {pointer:?}: {reason}")))?;
+        let target = object.to_mut();
+        if let Err(reason) = set_logged(target, &pointer, value, &mut undo) {
+            roll_back(target, undo);
+            return Err(EvalError::Policy(format!("set {pointer:?}: {reason}")));
+        }
     }
-    Ok(next)
+    if undo.is_empty() {
+        return Ok(false);
+    }
+    let target = object.to_mut();
+    let error = if target.is_object() {
+        IDENTITY
+            .iter()
+            .zip(&identity)
+            .find(|(pointer, before)| target.pointer(pointer) != before.as_ref())
+            .map(|(pointer, _)| identity_error(pointer))
+    } else {
+        Some(not_an_object())
+    };
+    if let Some(error) = error {
+        roll_back(target, undo);
+        return Err(error);
+    }
+    Ok(true)
+}
+
+/// How to undo one step of [`set_logged`]: the path is the tokens from the root.
+enum Undo {
+    /// Remove member `key` of the object at `at` (it was added).
+    Remove { at: Vec<String>, key: String },
+    /// Put `value` back at `at` (it was replaced).
+    Restore { at: Vec<String>, value: Value },
 }
 
 /// Sets the value at an RFC 6901 pointer, creating objects that are missing or
-/// `null` on the way. Array elements must exist: a policy that wants to append
-/// returns the whole array.
-pub fn set(target: &mut Value, pointer: &str, value: Value) -> Result<(), String> {
+/// `null` on the way, and logs in `undo` how to revert each change. Array
+/// elements must exist: a policy that wants to append returns the whole array.
+fn set_logged(
+    target: &mut Value,
+    pointer: &str,
+    value: Value,
+    undo: &mut Vec<Undo>,
+) -> Result<(), String> {
     if pointer.is_empty() {
-        *target = value;
+        let old = std::mem::replace(target, value);
+        undo.push(Undo::Restore {
+            at: Vec::new(),
+            value: old,
+        });
         return Ok(());
     }
     let Some(tokens) = pointer.strip_prefix('/') else {
         return Err("a JSON pointer starts with '/'".into());
     };
-    let mut tokens = tokens.split('/').peekable();
+    let tokens: Vec<String> = tokens.split('/').map(unescape).collect();
     let mut here = target;
-    while let Some(raw) = tokens.next() {
-        let token = unescape(raw);
-        let last = tokens.peek().is_none();
+    let mut value = Some(value);
+    for (depth, token) in tokens.iter().enumerate() {
+        let at = || tokens[..depth].to_vec();
+        let last = depth + 1 == tokens.len();
         if here.is_null() {
+            undo.push(Undo::Restore {
+                at: at(),
+                value: Value::Null,
+            });
             *here = Value::Object(serde_json::Map::new());
         }
         here = match here {
             Value::Object(map) => {
                 if last {
-                    map.insert(token, value);
+                    let new = value.take().expect("set once, at the last token");
+                    match map.insert(token.clone(), new) {
+                        Some(old) => undo.push(Undo::Restore {
+                            at: tokens.clone(),
+                            value: old,
+                        }),
+                        None => undo.push(Undo::Remove {
+                            at: at(),
+                            key: token.clone(),
+                        }),
+                    }
                     return Ok(());
                 }
-                map.entry(token).or_insert(Value::Null)
+                if !map.contains_key(token) {
+                    undo.push(Undo::Remove {
+                        at: at(),
+                        key: token.clone(),
+                    });
+                }
+                map.entry(token.clone()).or_insert(Value::Null)
             }
             Value::Array(items) => {
-                let index = array_index(&token, items.len())?;
+                let index = array_index(token, items.len())?;
                 if last {
-                    items[index] = value;
+                    let new = value.take().expect("set once, at the last token");
+                    let old = std::mem::replace(&mut items[index], new);
+                    undo.push(Undo::Restore {
+                        at: tokens.clone(),
+                        value: old,
+                    });
                     return Ok(());
                 }
                 &mut items[index]
@@ -99,6 +173,36 @@ pub fn set(target: &mut Value, pointer: &str, value: Value) -> Result<(), String
         };
     }
     unreachable!("a pointer that starts with '/' has at least one token")
+}
+
+/// Reverts the logged changes, newest first.
+fn roll_back(target: &mut Value, undo: Vec<Undo>) {
+    for step in undo.into_iter().rev() {
+        match step {
+            Undo::Remove { at, key } => {
+                if let Some(Value::Object(map)) = walk(target, &at) {
+                    map.remove(&key);
+                }
+            }
+            Undo::Restore { at, value } => {
+                if let Some(slot) = walk(target, &at) {
+                    *slot = value;
+                }
+            }
+        }
+    }
+}
+
+/// The value at `path`, which a logged change has just made or passed through.
+fn walk<'a>(mut here: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+    for token in path {
+        here = match here {
+            Value::Object(map) => map.get_mut(token)?,
+            Value::Array(items) => items.get_mut(token.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(here)
 }
 
 fn unescape(token: &str) -> String {
@@ -127,19 +231,26 @@ fn array_index(token: &str, len: usize) -> Result<usize, String> {
 /// A policy may change an object, not swap it for another one.
 fn check_identity(before: &Value, after: &Value) -> Result<(), EvalError> {
     if !after.is_object() {
-        return Err(EvalError::Policy(
-            "returned a mutated object that is not a JSON object".into(),
-        ));
+        return Err(not_an_object());
     }
-    for pointer in IDENTITY {
-        if before.pointer(pointer) != after.pointer(pointer) {
-            return Err(EvalError::Policy(format!(
-                "changed the object's {}; policies may not change an object's identity",
-                &pointer[1..]
-            )));
-        }
+    match IDENTITY
+        .iter()
+        .find(|pointer| before.pointer(pointer) != after.pointer(pointer))
+    {
+        Some(pointer) => Err(identity_error(pointer)),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+fn identity_error(pointer: &str) -> EvalError {
+    EvalError::Policy(format!(
+        "changed the object's {}; policies may not change an object's identity",
+        &pointer[1..]
+    ))
+}
+
+fn not_an_object() -> EvalError {
+    EvalError::Policy("returned a mutated object that is not a JSON object".into())
 }
 
 #[cfg(test)]
@@ -163,8 +274,22 @@ mod tests {
         }
     }
 
+    /// The object after `mutation`, `None` when unchanged; on error, also checks
+    /// that the object was left exactly as it was.
+    fn applied(mutation: Mutation) -> Result<Option<Value>, EvalError> {
+        let original = object();
+        let mut working = Cow::Borrowed(&original);
+        match apply(&mut working, mutation) {
+            Ok(true) => Ok(Some(working.into_owned())),
+            result => {
+                assert_eq!(*working, original, "unchanged, or rolled back: {result:?}");
+                result.map(|_| None)
+            }
+        }
+    }
+
     fn set_fields(fields: Vec<Field>) -> Result<Option<Value>, EvalError> {
-        apply(&object(), Mutation::Set(fields))
+        applied(Mutation::Set(fields))
     }
 
     #[test]
@@ -198,7 +323,7 @@ mod tests {
         );
         assert_eq!(set_fields(vec![]).unwrap(), None);
         assert_eq!(
-            apply(&object(), Mutation::Object(object().to_string())).unwrap(),
+            applied(Mutation::Object(object().to_string())).unwrap(),
             None
         );
     }
@@ -242,6 +367,53 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_edit_undoes_the_ones_before_it() {
+        let mut rest = Vec::new();
+        rest.push(field("/metadata/labels/x", json!("y")));
+        rest.push(field("/metadata/annotations/a~1b", json!("1")));
+        rest.push(field("/spec/replicas", json!(5)));
+        rest.push(field(
+            "/spec/template/spec/containers/0/name",
+            json!("other"),
+        ));
+        rest.push(field(
+            "/spec/template/spec/containers/0",
+            json!({"name": "swapped"}),
+        ));
+        rest.push(field("/spec/template/metadata/labels/app", json!("web")));
+        rest.push(field(
+            "",
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "web", "namespace": "lab"}}),
+        ));
+        rest.push(field("/spec/x", json!(1)));
+        rest.push(field("/kind/oops", json!(1)));
+        let error = set_fields(rest).unwrap_err().to_string();
+        assert!(error.contains("not an object"), "{error}");
+        // An edit that renames after many others is undone in full too.
+        let error = set_fields(vec![
+            field("/spec/replicas", json!(5)),
+            field("/metadata/labels", json!({"a": "b"})),
+            field("/metadata/name", json!("other")),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("identity"), "{error}");
+    }
+
+    #[test]
+    fn an_owned_object_is_edited_in_place() {
+        let mut working: Cow<'_, Value> = Cow::Owned(object());
+        let changed = apply(
+            &mut working,
+            Mutation::Set(vec![field("/spec/replicas", json!(2))]),
+        )
+        .unwrap();
+        assert!(changed && matches!(working, Cow::Owned(_)));
+        assert_eq!(working["spec"]["replicas"], 2);
+    }
+
+    #[test]
     fn identity_may_not_change() {
         for (pointer, value) in [
             ("/metadata/name", json!("other")),
@@ -261,11 +433,11 @@ mod tests {
         assert!(error.contains("not a JSON object"), "{error}");
         let renamed = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
                              "metadata": {"name": "x", "namespace": "lab"}});
-        let error = apply(&object(), Mutation::Object(renamed.to_string()))
+        let error = applied(Mutation::Object(renamed.to_string()))
             .unwrap_err()
             .to_string();
         assert!(error.contains("metadata/name"), "{error}");
-        let error = apply(&object(), Mutation::Object("{".into()))
+        let error = applied(Mutation::Object("{".into()))
             .unwrap_err()
             .to_string();
         assert!(error.contains("not JSON"), "{error}");
