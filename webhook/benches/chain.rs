@@ -4,6 +4,8 @@
 //! - `review/full-chain`: parse an AdmissionReview, run the default chain
 //!   (probes → parallel → volume-claims, a fresh instance each), diff, and
 //!   serialize the response — everything but HTTP and TLS;
+//! - `review/full-chain-update`: the same for an UPDATE that changes the image
+//!   (twice the size: `oldObject` comes along);
 //! - `review/full-chain-on-<n>-threads`: the same on every core at once, per
 //!   review by the wall clock (what the machine sustains);
 //! - `policy/<name>`: one built-in policy's evaluation in a fresh instance;
@@ -26,6 +28,10 @@ use stsguard_webhook::testing;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const REVIEW: &[u8] = include_bytes!("../tests/fixtures/reviews/lab-statefulset.create.json");
+/// An UPDATE that changes the image: the pod template changes, so probes are
+/// added; `oldObject` makes the review twice the size.
+const UPDATE_REQUEST: &str =
+    include_str!("../../policies/fixtures/golden/lab-statefulset.update-image/request.json");
 
 fn benchmarks(c: &mut Criterion) {
     let engine = Engine::new(&EngineOptions {
@@ -69,6 +75,23 @@ fn benchmarks(c: &mut Criterion) {
                 }
             });
             started.elapsed()
+        })
+    });
+    let update = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{UPDATE_REQUEST}}}"#
+    );
+    let (response, _) = admission::decide(
+        &parse_review(update.as_bytes()).expect("the fixture is a valid request"),
+        &policies,
+        Selection::All,
+        deadline(),
+    );
+    assert!(response.allowed && response.patch.is_some(), "{response:?}");
+    c.bench_function("review/full-chain-update", |b| {
+        b.iter(|| {
+            let request = parse_review(black_box(update.as_bytes())).unwrap();
+            let (response, _) = admission::decide(&request, &policies, Selection::All, deadline());
+            black_box(serde_json::to_vec(&response.to_review()).unwrap())
         })
     });
     for policy in policies.policies() {

@@ -130,7 +130,7 @@ impl Policy for ProbesPolicy {
         if additions.is_empty() {
             return Ok(Verdict::accept().warn_all(warnings));
         }
-        if request.operation() == Operation::Update && !template_changes(request) {
+        if request.operation() == Operation::Update && !template_changes(request)? {
             let would = additions.iter().map(|a| {
                 format!(
                     "would add {} to {}, but only with the next pod template change: adding \
@@ -404,13 +404,13 @@ fn main_container<'a>(sts: &'a view::StatefulSet, pod: &'a PodSpec) -> &'a str {
 }
 
 /// Whether this UPDATE changes the pod template (and so restarts the pods anyway).
-/// Compared as JSON, as sent: fields the typed view does not know count too.
-fn template_changes(request: &Request<StatefulSet>) -> bool {
-    let template = "/spec/template";
-    match request.old_object_json() {
-        Some(old) => old.pointer(template) != request.object_json().pointer(template),
-        None => true,
-    }
+/// Compared as JSON, as sent: fields the typed view does not know count too. Only
+/// the templates are read into JSON trees, not the whole objects.
+fn template_changes(request: &Request<StatefulSet>) -> Result<bool, Error> {
+    let Some(old) = request.old_object_view::<view::TemplateJson>()? else {
+        return Ok(true);
+    };
+    Ok(old != request.object_view::<view::TemplateJson>()?)
 }
 
 #[cfg(test)]

@@ -59,6 +59,18 @@ pub struct Container {
     pub restart_policy: Option<String>,
 }
 
+/// Just `spec.template`, as JSON: what an UPDATE compares to see whether the pod
+/// template (and so every pod) changes.
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct TemplateJson {
+    spec: Option<TemplateSpecJson>,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+struct TemplateSpecJson {
+    template: Option<stsguard_policy::serde_json::Value>,
+}
+
 #[cfg(test)]
 mod tests {
     use stsguard_policy::serde_json::{self, json};

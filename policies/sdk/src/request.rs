@@ -205,6 +205,19 @@ impl<K: Resource + DeserializeOwned> Request<K> {
             })
             .as_ref()
     }
+
+    /// The stored object on UPDATE read as `V`, a small serde view (as
+    /// [`Request::object_view`], without the typed fallback: the API server wrote
+    /// it); `Ok(None)` on CREATE. Cheaper than [`Request::old_object_json`] when a
+    /// policy compares a part of the two objects.
+    pub fn old_object_view<V: DeserializeOwned>(&self) -> Result<Option<V>, Error> {
+        let Some(text) = &self.old_object_text else {
+            return Ok(None);
+        };
+        serde_json::from_str(text.get())
+            .map(Some)
+            .map_err(|e| Error::new(format!("cannot read `oldObject`: {e}")))
+    }
 }
 
 impl<K> Request<K> {
