@@ -407,6 +407,47 @@ mod tests {
     }
 
     #[test]
+    fn the_old_object_is_read_into_a_view_on_update_only() {
+        use k8s_openapi::api::apps::v1::StatefulSet;
+        #[derive(Deserialize)]
+        struct Replicas {
+            spec: Spec,
+        }
+        #[derive(Deserialize)]
+        struct Spec {
+            replicas: i32,
+        }
+        let request = |old: Value| {
+            let wire: Wire = serde_json::from_value(json!({
+                "kind": {"group": "apps", "version": "v1", "kind": "StatefulSet"},
+                "operation": "UPDATE",
+                "oldObject": old,
+            }))
+            .unwrap();
+            Request::<StatefulSet>::from_wire(wire, r#"{"spec":{"replicas":3}}"#.into())
+                .unwrap()
+                .unwrap()
+        };
+        let update = request(json!({"spec": {"replicas": 2}}));
+        let old = update.old_object_view::<Replicas>().unwrap().unwrap();
+        assert_eq!(old.spec.replicas, 2);
+        assert!(
+            request(Value::Null)
+                .old_object_view::<Replicas>()
+                .unwrap()
+                .is_none()
+        );
+        let error = request(json!({"spec": {"replicas": "two"}}))
+            .old_object_view::<Replicas>()
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().starts_with("cannot read `oldObject`"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_missing_null_or_malformed_head_is_empty() {
         for object in [
             json!({"spec": {}}),
