@@ -116,7 +116,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Some(path) => {
             std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?
         }
-        None => DEFAULT_REVIEW.as_bytes().to_vec(),
+        // Compact, as the API server writes it (the fixture is indented for people).
+        None => serde_json::from_str::<serde_json::Value>(DEFAULT_REVIEW)
+            .map(|review| review.to_string().into_bytes())
+            .context("the built-in review is JSON")?,
     };
     crate::admission::parse_review(&body)
         .map_err(|e| anyhow::anyhow!("the review to send is not valid: {e}"))?;
