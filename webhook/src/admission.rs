@@ -17,8 +17,11 @@ use std::time::Instant;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::chain::{ChainOutcome, PolicySet, Selection};
+
+mod envelope;
 
 /// The fields of an AdmissionRequest the host routes on, plus the raw request.
 #[derive(Debug, Clone)]
@@ -30,8 +33,11 @@ pub struct ReviewRequest {
     pub name: String,
     pub sub_resource: String,
     pub dry_run: bool,
-    /// The `request` member, exactly as received.
+    /// The `request` member as received, without `oldObject`.
     pub raw: Value,
+    /// `request.oldObject` as the API server wrote it (`null` on CREATE); `None`
+    /// when absent. Kept as text: the host only passes it on (see [`envelope`]).
+    pub old_object: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -82,9 +88,13 @@ pub fn parse_review(body: &[u8]) -> Result<ReviewRequest, InvalidReview> {
         uid: uid.to_string(),
         message,
     };
-    let mut review: Value = serde_json::from_slice(body)
+    let body = envelope::Body::read(body)
         .map_err(|e| invalid("", format!("the body is not valid JSON: {e}")))?;
-    let Some(review) = review.as_object_mut() else {
+    let envelope::Body::Object {
+        members: review,
+        request,
+    } = body
+    else {
         return Err(invalid("", "the body is not a JSON object".into()));
     };
     let text = |key: &str| {
@@ -95,7 +105,13 @@ pub fn parse_review(body: &[u8]) -> Result<ReviewRequest, InvalidReview> {
             .to_string()
     };
     let (api_version, kind) = (text("apiVersion"), text("kind"));
-    let mut raw = review.remove("request").unwrap_or(Value::Null);
+    let (mut raw, old_object) = match request {
+        Some(envelope::Request::Object {
+            members,
+            old_object,
+        }) => (Value::Object(members), old_object),
+        _ => (Value::Null, None),
+    };
     let uid = raw
         .get("uid")
         .and_then(Value::as_str)
@@ -161,6 +177,7 @@ pub fn parse_review(body: &[u8]) -> Result<ReviewRequest, InvalidReview> {
         sub_resource: routing.sub_resource.unwrap_or_default(),
         dry_run: routing.dry_run.unwrap_or(false),
         raw,
+        old_object,
     })
 }
 
@@ -327,14 +344,27 @@ mod tests {
 
     #[test]
     fn deeply_nested_json_is_refused_not_a_stack_overflow() {
-        let depth = 100_000;
-        let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let deep = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let body = deep(100_000);
         let error = parse_review(body.as_bytes()).unwrap_err();
         assert!(
-            error.message.contains("recursion limit"),
+            error.message.contains("not a JSON object"),
             "{}",
             error.message
         );
+        for member in ["object", "oldObject", "userInfo"] {
+            let body = format!(
+                r#"{{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "request": {{"uid": "u", "{member}": {}}}}}"#,
+                deep(100_000)
+            );
+            let error = parse_review(body.as_bytes()).unwrap_err();
+            assert!(
+                error.message.contains("recursion limit"),
+                "{member}: {}",
+                error.message
+            );
+        }
     }
 
     #[test]

@@ -264,8 +264,7 @@ impl PolicySet {
         let mut object_text: Option<String> = None;
         for policy in selected.filter(|policy| policy.targets(request)) {
             let started = Instant::now();
-            let rest =
-                request_text.get_or_insert_with(|| to_json(&RequestWithoutObject(&request.raw)));
+            let rest = request_text.get_or_insert_with(|| to_json(&RequestWithoutObject(request)));
             let object = object_text.get_or_insert_with(|| to_json(&*current));
             let result = run_one(policy, (rest, object), request, deadline)
                 .and_then(|verdict| settle(verdict, policy.config.mode, &mut current));
@@ -424,17 +423,21 @@ fn settle(
 }
 
 /// The request as a policy gets it: the original without its `object` (WIT
-/// `evaluate` takes the object apart). Serialized once per review, straight from
-/// the borrowed request: cloning it showed up in profiles.
-struct RequestWithoutObject<'a>(&'a Value);
+/// `evaluate` takes the object apart), with `oldObject` written back as the API
+/// server sent it. Serialized once per review, straight from the borrowed
+/// request: cloning it showed up in profiles.
+struct RequestWithoutObject<'a>(&'a ReviewRequest);
 
 impl serde::Serialize for RequestWithoutObject<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let fields = self.0.as_object().into_iter().flatten();
+        let fields = self.0.raw.as_object().into_iter().flatten();
         let mut map = serializer.serialize_map(None)?;
         for (key, value) in fields.filter(|(key, _)| *key != "object") {
             map.serialize_entry(key, value)?;
+        }
+        if let Some(old_object) = &self.0.old_object {
+            map.serialize_entry("oldObject", old_object)?;
         }
         map.end()
     }

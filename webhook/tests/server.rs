@@ -116,6 +116,10 @@ async fn bad_bodies_get_clear_answers_not_errors() {
     let mut no_uid = lab_review();
     no_uid["request"].as_object_mut().unwrap().remove("uid");
     let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let nested_old_object = format!(
+        r#"{{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {{"uid": "u", "oldObject": {nested}}}}}"#
+    );
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"{\"apiVersion\": ".to_vec(), "not valid JSON"),
         (
@@ -127,7 +131,8 @@ async fn bad_bodies_get_clear_answers_not_errors() {
             "unsupported apiVersion",
         ),
         (serde_json::to_vec(&no_uid).unwrap(), "no `uid`"),
-        (nested.into_bytes(), "recursion limit"),
+        (nested.into_bytes(), "not a JSON object"),
+        (nested_old_object.into_bytes(), "recursion limit"),
     ];
     for (body, expected) in cases {
         let (status, answer) = server.post("/mutate", body).await;
