@@ -4,7 +4,8 @@
 //! The request is kept as the JSON the API server sent, not deserialized into
 //! typed structs: policies must see every field, including ones newer than any
 //! Rust type (see DESIGN.md, "no field is ever lost"). Only the few fields the
-//! host routes on are read. The response is written by hand against the
+//! host routes on are read, and `oldObject`, which the host only passes on, stays
+//! the text it was ([`envelope`]). The response is written by hand against the
 //! Kubernetes documentation ("Dynamic Admission Control", response): `uid` echoed,
 //! `patchType: JSONPatch` with `patch` a base64 string of an RFC 6902 array, only
 //! when there is a patch; `status.code` and `status.message` on denial; warnings.
