@@ -34,6 +34,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod evaluators;
 pub mod metrics;
 pub mod mutation;
 pub mod reload;

@@ -2,18 +2,19 @@
 //!
 //! ```text
 //!   TCP ─► rustls (h2 / http1.1) ─► hyper ─► axum Router
-//!     POST /mutate            whole chain      ┐  body ─► wait for policies ─► evaluation
-//!     POST /mutate/{policy}   one policy       ┘  permit ─► parse + decide (blocking pool)
+//!     POST /mutate            whole chain      ┐  body ─► wait for policies ─► queue
+//!     POST /mutate/{policy}   one policy       ┘  ─► parse + decide (evaluation thread)
 //!     GET  /healthz /readyz /metrics
 //! ```
 //!
-//! Handlers are thin: they read the body and hand the bytes to the blocking pool,
-//! which parses them into a [`ReviewRequest`](crate::admission::ReviewRequest)
-//! and runs [`admission::decide`] there, because a policy is synchronous CPU work
-//! that may run up to its timeout. A semaphore bounds how
-//! many evaluations run at once (and so the pool's instance slots); a review
-//! waiting for a permit still counts against its deadline, and one that runs out
-//! of time is answered by its policies' failurePolicy, never left hanging.
+//! Handlers are thin: they read the body and queue the bytes for a fixed pool of
+//! evaluation threads ([`evaluators`](crate::evaluators)), which parse them into
+//! a [`ReviewRequest`](crate::admission::ReviewRequest) and run
+//! [`admission::decide`], because a policy is synchronous CPU work that may run
+//! up to its timeout. The pool's size bounds how many evaluations run at once
+//! (and so the engine's instance slots); a review waiting in the queue still
+//! counts against its deadline, and one that runs out of time is answered by its
+//! policies' failurePolicy, never left hanging.
 //!
 //! A parseable review is always answered with an AdmissionReview, never a 5xx: an
 //! unreadable one gets `allowed: false` with code 400 and the reason.
@@ -33,11 +34,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission;
 use crate::chain::{PolicySet, Selection};
+use crate::evaluators::Evaluators;
 use crate::metrics::Metrics;
 
 /// How long a client gets to finish the TLS handshake.
@@ -58,7 +60,7 @@ pub struct Served {
 pub struct AppState {
     served: watch::Sender<Option<Arc<Served>>>,
     pub metrics: Arc<Metrics>,
-    evaluations: Arc<Semaphore>,
+    evaluators: Evaluators,
 }
 
 impl AppState {
@@ -68,7 +70,7 @@ impl AppState {
         Self {
             served: watch::Sender::new(None),
             metrics,
-            evaluations: Arc::new(Semaphore::new(max_concurrent_evaluations)),
+            evaluators: Evaluators::start(max_concurrent_evaluations),
         }
     }
 
@@ -167,26 +169,22 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
         )
             .into_response();
     }
-    // Waiting for a permit uses up the deadline; if it runs out, the chain sees no
-    // time left and each policy's failurePolicy decides.
-    let permit =
-        tokio::time::timeout_at(deadline.into(), state.evaluations.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok);
+    // Waiting in the queue uses up the deadline; if it runs out, the chain sees
+    // no time left and each policy's failurePolicy decides.
     let metrics = state.metrics.clone();
-    let evaluation = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        decide(
-            &metrics,
-            &served,
-            only.as_deref(),
-            &bytes,
-            deadline,
-            started,
-        )
-    })
-    .await;
+    let evaluation = state
+        .evaluators
+        .run(move || {
+            decide(
+                &metrics,
+                &served,
+                only.as_deref(),
+                &bytes,
+                deadline,
+                started,
+            )
+        })
+        .await;
     evaluation.unwrap_or_else(|error| {
         tracing::error!(%error, "the evaluation task failed");
         (
@@ -197,8 +195,8 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
     })
 }
 
-/// Parses, decides, records and answers one review, on the blocking pool. All of
-/// it on one thread: the review's JSON is allocated and freed there, and a free
+/// Parses, decides, records and answers one review, on an evaluation thread. All
+/// of it on one thread: the review's JSON is allocated and freed there, and a free
 /// from another thread costs the allocator more (it showed up under load).
 fn decide(
     metrics: &Metrics,
