@@ -751,6 +751,38 @@ mod tests {
     }
 
     #[test]
+    fn the_server_wide_memory_budget_stops_a_hog_and_is_given_back() {
+        // An engine of its own, with a budget far below the policy's limit.
+        let engine = Engine::new(&EngineOptions {
+            cache_dir: Some(crate::testing::cache_dir()),
+            guest_memory_budget: 8 << 20,
+            ..EngineOptions::default()
+        })
+        .unwrap();
+        let yaml = "policies:
+  - {name: hog, module: SCRIPTED, failurePolicy: ignore, memoryLimit: 64Mi, settings: {behaviour: memory-bomb}}
+  - {name: fine, module: SCRIPTED, settings: {behaviour: label, key: still, value: works}}"
+            .replace("SCRIPTED", &crate::testing::scripted_policy().display().to_string());
+        let set = PolicySet::load(&engine, &Config::parse(&yaml).unwrap()).unwrap();
+        for _ in 0..3 {
+            let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+            assert_eq!(
+                outcome.runs[0].result,
+                RunResult::Failed(EvalError::MemoryBudget(8 << 20))
+            );
+            assert!(
+                outcome.warnings[0].contains("(memory budget) and was skipped"),
+                "{:?}",
+                outcome.warnings
+            );
+            // Every instance gave its memory back: the next policy, and the next
+            // review, have the whole budget.
+            assert_eq!(outcome.runs[1].result, RunResult::Allowed { mutated: true });
+        }
+        assert_eq!(engine.guest_memory_in_use(), 0);
+    }
+
+    #[test]
     fn the_review_deadline_bounds_every_policy() {
         let set = chain(
             "policies:

@@ -22,6 +22,7 @@
 //! only its own evaluation; the engine and the `PolicyPre` stay usable.
 
 mod bindings;
+mod budget;
 mod sandbox;
 
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Stor
 
 pub use bindings::stsguard::policy::types::{Field, Mutation};
 pub use bindings::{Metadata, Target, Verdict};
+pub use budget::MemoryBudget;
 use sandbox::Sandbox;
 
 /// How often the epoch advances; deadlines are rounded up to whole ticks.
@@ -40,6 +42,9 @@ pub const TICK: Duration = Duration::from_millis(5);
 
 /// The largest `memoryLimit` a policy may have: the size of a pooling slot.
 pub const MAX_MEMORY_LIMIT: u64 = 512 << 20;
+
+/// The default total of linear memory all running policies may hold at once.
+pub const DEFAULT_GUEST_MEMORY_BUDGET: u64 = 256 << 20;
 
 /// Bytes of guest stdout/stderr kept per evaluation; the rest is dropped.
 const CAPTURED_OUTPUT_BYTES: usize = 16 << 10;
@@ -55,6 +60,9 @@ pub struct EngineOptions {
     pub max_instances: u32,
     /// Write `/tmp/perf-<pid>.map` so `perf` can name the functions of policies.
     pub perf_map: bool,
+    /// Linear memory all running instances may hold together, in bytes (see
+    /// [`MemoryBudget`]).
+    pub guest_memory_budget: u64,
 }
 
 impl Default for EngineOptions {
@@ -64,6 +72,7 @@ impl Default for EngineOptions {
             cache_dir: None,
             max_instances: (cores * 4).max(16),
             perf_map: std::env::var_os("STSGUARD_PERF_MAP").is_some(),
+            guest_memory_budget: DEFAULT_GUEST_MEMORY_BUDGET,
         }
     }
 }
@@ -98,6 +107,11 @@ pub enum EvalError {
     Timeout(Duration),
     #[error("exceeded its memory limit of {0} bytes")]
     MemoryLimit(u64),
+    #[error(
+        "found no memory: the {0} bytes the server allows all running policies together \
+         were in use (raise --guest-memory-budget, or lower concurrent evaluations)"
+    )]
+    MemoryBudget(u64),
     #[error("trapped: {0}")]
     Trap(String),
     #[error("returned an error: {0}")]
@@ -110,6 +124,7 @@ impl EvalError {
         match self {
             Self::Timeout(_) => "timeout",
             Self::MemoryLimit(_) => "memory_limit",
+            Self::MemoryBudget(_) => "memory_budget",
             Self::Trap(_) => "trap",
             Self::Policy(_) => "policy_error",
         }
@@ -135,6 +150,7 @@ pub struct CallContext {
 pub struct Engine {
     engine: wasmtime::Engine,
     linker: Arc<Linker<Sandbox>>,
+    budget: Arc<MemoryBudget>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -169,6 +185,7 @@ impl Engine {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+            budget: Arc::new(MemoryBudget::new(options.guest_memory_budget)),
         })
     }
 
@@ -218,6 +235,11 @@ impl Engine {
             config.cache(Some(cache));
         }
         Ok(config)
+    }
+
+    /// Bytes of linear memory running instances hold now (see [`MemoryBudget`]).
+    pub fn guest_memory_in_use(&self) -> u64 {
+        self.budget.used()
     }
 
     /// Compiles a component (or loads it from the cache), links it, and reads its
@@ -311,7 +333,12 @@ impl Module {
         context: &CallContext,
         f: impl FnOnce(&bindings::Policy, &mut Store<Sandbox>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, EvalError> {
-        let sandbox = Sandbox::new(context.clone(), limits.memory_bytes, CAPTURED_OUTPUT_BYTES);
+        let sandbox = Sandbox::new(
+            context.clone(),
+            limits.memory_bytes,
+            self.engine.budget.clone(),
+            CAPTURED_OUTPUT_BYTES,
+        );
         let mut store = Store::new(&self.engine.engine, sandbox);
         store.limiter(|sandbox| &mut sandbox.limiter);
         // The next tick may come at once, so one more tick than the timeout holds
@@ -330,6 +357,9 @@ impl Module {
             Err(error) => {
                 if store.data().limiter.exceeded() {
                     return Err(EvalError::MemoryLimit(limits.memory_bytes));
+                }
+                if store.data().limiter.budget_refused() {
+                    return Err(EvalError::MemoryBudget(self.engine.budget.limit()));
                 }
                 if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
                     return Err(EvalError::Timeout(started.elapsed().max(limits.timeout)));

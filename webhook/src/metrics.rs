@@ -5,7 +5,7 @@
 //! | `stsguard_reviews_total` | `outcome` = allowed, patched, denied, invalid | reviews answered |
 //! | `stsguard_review_duration_seconds` | | whole review, parse to answer |
 //! | `stsguard_policy_evaluation_duration_seconds` | `policy` | one policy evaluation, fresh instance included |
-//! | `stsguard_policy_errors_total` | `policy`, `reason` = timeout, memory_limit, trap, policy_error | evaluations that failed |
+//! | `stsguard_policy_errors_total` | `policy`, `reason` = timeout, memory_limit, memory_budget, trap, policy_error | evaluations that failed |
 //! | `stsguard_policy_timeouts_total` | `policy` | evaluations stopped by their deadline (also counted in errors) |
 //! | `stsguard_monitor_findings_total` | `policy`, `finding` = would_deny, would_mutate | what monitor-mode policies would have done |
 //! | `stsguard_reloads_total` | `what` = policies, certificate; `result` = success, failure | hot reloads |

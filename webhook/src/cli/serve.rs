@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::CacheArgs;
-use crate::config::Config;
+use crate::config::{ByteSize, Config};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::reload;
@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// policy's memoryLimit.
     #[arg(long, env = "STSGUARD_MAX_CONCURRENT_EVALUATIONS")]
     max_concurrent_evaluations: Option<usize>,
+    /// Linear memory all running policies may hold together (e.g. 128Mi): an
+    /// evaluation that would go over it fails as `memory_budget`, and its
+    /// failurePolicy decides, instead of the server running out of memory. Keep it
+    /// well under the container's memory limit [default: 256Mi].
+    #[arg(long, env = "STSGUARD_GUEST_MEMORY_BUDGET")]
+    guest_memory_budget: Option<ByteSize>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -68,6 +74,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls_dir,
         tls_san,
         max_concurrent_evaluations,
+        guest_memory_budget,
         cache,
     } = args;
     let config = Config::load_or_default(config_path.as_deref())?;
@@ -95,7 +102,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let certificate = Arc::new(ReloadingCertificate::new(certificate_files)?);
 
-    let engine_options = cache.engine_options();
+    let mut engine_options = cache.engine_options();
+    if let Some(budget) = guest_memory_budget {
+        engine_options.guest_memory_budget = budget.0;
+    }
     let engine = Engine::new(&engine_options)?;
     let metrics = Arc::new(Metrics::default());
     let concurrency = max_concurrent_evaluations

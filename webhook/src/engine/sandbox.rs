@@ -1,6 +1,8 @@
 //! The per-evaluation store state: WASI with nothing granted, the memory limiter,
 //! captured guest output, and the host functions policies may call.
 
+use std::sync::Arc;
+
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -8,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::CallContext;
 use super::bindings::Level;
 use super::bindings::stsguard::policy::{host, types};
+use super::budget::MemoryBudget;
 
 /// Everything one store owns.
 pub struct Sandbox {
@@ -20,7 +23,12 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    pub fn new(context: CallContext, memory_bytes: u64, output_bytes: usize) -> Self {
+    pub fn new(
+        context: CallContext,
+        memory_bytes: u64,
+        budget: Arc<MemoryBudget>,
+        output_bytes: usize,
+    ) -> Self {
         let stdout = MemoryOutputPipe::new(output_bytes);
         let stderr = MemoryOutputPipe::new(output_bytes);
         // Nothing granted: no preopened directories, no environment, no
@@ -35,7 +43,7 @@ impl Sandbox {
         Self {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(memory_bytes),
+            limiter: MemoryLimiter::new(memory_bytes, budget),
             context,
             stdout,
             stderr,
@@ -86,30 +94,50 @@ impl host::Host for Sandbox {
     }
 }
 
-/// Caps a store's linear memory and remembers whether the cap was hit, so an
-/// out-of-memory trap is reported as such rather than as a generic trap.
+/// Caps a store's linear memory at the policy's limit and within the server's
+/// budget, and remembers which was hit, so an out-of-memory trap is reported as
+/// such rather than as a generic trap.
 pub struct MemoryLimiter {
     limit: u64,
     exceeded: bool,
+    budget: Arc<MemoryBudget>,
+    /// What this store holds of the budget; given back on drop.
+    reserved: u64,
+    budget_refused: bool,
 }
 
 impl MemoryLimiter {
-    fn new(limit: u64) -> Self {
+    fn new(limit: u64, budget: Arc<MemoryBudget>) -> Self {
         Self {
             limit,
             exceeded: false,
+            budget,
+            reserved: 0,
+            budget_refused: false,
         }
     }
 
+    /// Whether the policy's own memory limit stopped it.
     pub fn exceeded(&self) -> bool {
         self.exceeded
+    }
+
+    /// Whether the server-wide budget had no room for it.
+    pub fn budget_refused(&self) -> bool {
+        self.budget_refused
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.budget.release(self.reserved);
     }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -117,6 +145,15 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             self.exceeded = true;
             wasmtime::bail!("memory limit of {} bytes exceeded", self.limit);
         }
+        let growth = desired.saturating_sub(current) as u64;
+        if !self.budget.try_reserve(growth) {
+            self.budget_refused = true;
+            wasmtime::bail!(
+                "the server's memory budget for running policies ({} bytes) is in use",
+                self.budget.limit()
+            );
+        }
+        self.reserved += growth;
         Ok(true)
     }
 
