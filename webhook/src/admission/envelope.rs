@@ -8,8 +8,11 @@
 //! written back verbatim when the policies' input is serialized.
 
 use std::fmt;
+use std::marker::PhantomData;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -74,100 +77,119 @@ impl Body {
     }
 }
 
-/// The `visit_*` methods for every JSON value but an object: they read (and for
-/// an array, skip) the value and return `$not_an_object`.
-macro_rules! not_an_object {
-    ($not_an_object:expr) => {
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($not_an_object)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($not_an_object)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($not_an_object)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok($not_an_object)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok($not_an_object)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok($not_an_object)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
-            while items.next_element::<IgnoredAny>()?.is_some() {}
-            Ok($not_an_object)
-        }
-    };
-}
-
 impl<'de> Deserialize<'de> for Body {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct BodyVisitor;
-        impl<'de> Visitor<'de> for BodyVisitor {
-            type Value = Body;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an AdmissionReview")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
-                let mut members = Map::new();
-                let mut request = None;
-                while let Some(key) = map.next_key::<String>()? {
-                    if key == "request" {
-                        request = Some(map.next_value()?);
-                    } else {
-                        members.insert(key, map.next_value()?);
-                    }
-                }
-                Ok(Body::Object { members, request })
-            }
-
-            not_an_object!(Body::NotAnObject);
-        }
-        deserializer.deserialize_any(BodyVisitor)
+        Ok(
+            match SplitAround::new("request").deserialize(deserializer)? {
+                Some(Split { members, member }) => Body::Object {
+                    members,
+                    request: member,
+                },
+                None => Body::NotAnObject,
+            },
+        )
     }
 }
 
 impl<'de> Deserialize<'de> for Request {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct RequestVisitor;
-        impl<'de> Visitor<'de> for RequestVisitor {
-            type Value = Request;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an AdmissionRequest")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request, A::Error> {
-                let mut members = Map::new();
-                let mut old_object = None;
-                while let Some(key) = map.next_key::<String>()? {
-                    if key == "oldObject" {
-                        let text: Box<RawValue> = map.next_value()?;
-                        if too_deep(text.get()) {
-                            return Err(serde::de::Error::custom(format!(
-                                "recursion limit exceeded: oldObject nests deeper than \
-                                 {MAX_DEPTH} levels"
-                            )));
-                        }
-                        old_object = Some(text);
-                    } else {
-                        members.insert(key, map.next_value()?);
-                    }
-                }
-                Ok(Request::Object {
-                    members,
-                    old_object,
-                })
-            }
-
-            not_an_object!(Request::NotAnObject);
+        let split = SplitAround::<Box<RawValue>>::new("oldObject").deserialize(deserializer)?;
+        let Some(Split {
+            members,
+            member: old_object,
+        }) = split
+        else {
+            return Ok(Request::NotAnObject);
+        };
+        if old_object.as_ref().is_some_and(|text| too_deep(text.get())) {
+            return Err(serde::de::Error::custom(format!(
+                "recursion limit exceeded: oldObject nests deeper than {MAX_DEPTH} levels"
+            )));
         }
-        deserializer.deserialize_any(RequestVisitor)
+        Ok(Request::Object {
+            members,
+            old_object,
+        })
+    }
+}
+
+/// A JSON object split around one member: the others as JSON, that one as `T`.
+struct Split<T> {
+    members: Map<String, Value>,
+    member: Option<T>,
+}
+
+/// Reads a JSON object as a [`Split`] around member `key`; JSON that is not an
+/// object reads (an array is skipped) as `None`.
+struct SplitAround<T> {
+    key: &'static str,
+    member: PhantomData<T>,
+}
+
+impl<T> SplitAround<T> {
+    fn new(key: &'static str) -> Self {
+        Self {
+            key,
+            member: PhantomData,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for SplitAround<T> {
+    type Value = Option<Split<T>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for SplitAround<T> {
+    type Value = Option<Split<T>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Map::new();
+        let mut member = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.key {
+                member = Some(map.next_value()?);
+            } else {
+                members.insert(key, map.next_value()?);
+            }
+        }
+        Ok(Some(Split { members, member }))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+        while items.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
     }
 }
 
