@@ -59,21 +59,23 @@ fn set_all(object: &mut Cow<'_, Value>, fields: Vec<Field>) -> Result<bool, Eval
             }
         }
     }
-    let identity = IDENTITY.map(|pointer| object.pointer(pointer).cloned());
+    // What identifies the object, read once something is about to change.
+    let mut identity = None;
     let mut undo = Vec::new();
     for (pointer, value) in values {
         if object.pointer(&pointer) == Some(&value) {
             continue;
         }
+        identity.get_or_insert_with(|| IDENTITY.map(|pointer| object.pointer(pointer).cloned()));
         let target = object.to_mut();
         if let Err(reason) = set_logged(target, &pointer, value, &mut undo) {
             roll_back(target, undo);
             return Err(EvalError::Policy(format!("set {pointer:?}: {reason}")));
         }
     }
-    if undo.is_empty() {
+    let Some(identity) = identity else {
         return Ok(false);
-    }
+    };
     let target = object.to_mut();
     let error = if target.is_object() {
         IDENTITY
