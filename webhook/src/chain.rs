@@ -511,11 +511,16 @@ mod tests {
     }
 
     fn chain(yaml: &str) -> PolicySet {
+        chain_on(engine(), yaml)
+    }
+
+    /// The policies of `yaml`, with `SCRIPTED` standing for the test policy.
+    fn chain_on(engine: &Engine, yaml: &str) -> PolicySet {
         let yaml = yaml.replace(
             "SCRIPTED",
             &crate::testing::scripted_policy().display().to_string(),
         );
-        PolicySet::load(engine(), &Config::parse(&yaml).unwrap()).unwrap()
+        PolicySet::load(engine, &Config::parse(&yaml).unwrap()).unwrap()
     }
 
     fn request(operation: &str) -> ReviewRequest {
@@ -759,11 +764,12 @@ mod tests {
             ..EngineOptions::default()
         })
         .unwrap();
-        let yaml = "policies:
+        let set = chain_on(
+            &engine,
+            "policies:
   - {name: hog, module: SCRIPTED, failurePolicy: ignore, memoryLimit: 64Mi, settings: {behaviour: memory-bomb}}
-  - {name: fine, module: SCRIPTED, settings: {behaviour: label, key: still, value: works}}"
-            .replace("SCRIPTED", &crate::testing::scripted_policy().display().to_string());
-        let set = PolicySet::load(&engine, &Config::parse(&yaml).unwrap()).unwrap();
+  - {name: fine, module: SCRIPTED, settings: {behaviour: label, key: still, value: works}}",
+        );
         for _ in 0..3 {
             let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
             assert_eq!(
