@@ -133,23 +133,19 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
             (served.request_timeout, served.max_request_bytes)
         });
     let deadline = started + timeout;
-    let bytes = match axum::body::to_bytes(body, limit).await {
+    let bytes = match read_body(body, limit, deadline).await {
         Ok(bytes) => bytes,
-        Err(error) => {
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                state
-                    .metrics
-                    .record_review("invalid", started.elapsed().as_secs_f64(), None);
-                return (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "the admission review is larger than maxRequestBytes ({limit} bytes)\n"
-                    ),
-                )
-                    .into_response();
-            }
+        Err(BodyError::TooLarge) => {
+            state
+                .metrics
+                .record_review("invalid", started.elapsed().as_secs_f64(), None);
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the admission review is larger than maxRequestBytes ({limit} bytes)\n"),
+            )
+                .into_response();
+        }
+        Err(BodyError::Read(error)) => {
             return (
                 StatusCode::BAD_REQUEST,
                 format!("could not read the request body: {error}\n"),
@@ -193,6 +189,48 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
         )
             .into_response()
     })
+}
+
+/// Why a request body was not read.
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+/// The body, up to `limit` bytes. A larger one is read to its end (and thrown
+/// away, never held) before the 413 goes out: over HTTP/2, answering while the
+/// client still sends resets the stream, and the client sees a framing error
+/// instead of the answer. Reading stops at `deadline` either way.
+async fn read_body(
+    mut body: Body,
+    limit: usize,
+    deadline: Instant,
+) -> Result<bytes::Bytes, BodyError> {
+    use http_body_util::BodyExt;
+    let mut collected = bytes::BytesMut::new();
+    let mut too_large = false;
+    loop {
+        let Ok(frame) = tokio::time::timeout_at(deadline.into(), body.frame()).await else {
+            return Err(if too_large {
+                BodyError::TooLarge
+            } else {
+                BodyError::Read("the client did not send it in time".into())
+            });
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        too_large = too_large || collected.len() + data.len() > limit;
+        if !too_large {
+            collected.extend_from_slice(&data);
+        }
+    }
+    if too_large {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(collected.freeze())
 }
 
 /// Parses, decides, records and answers one review, on an evaluation thread. All
