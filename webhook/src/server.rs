@@ -222,8 +222,13 @@ async fn read_body(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        too_large = too_large || collected.len() + data.len() > limit;
-        if !too_large {
+        if too_large {
+            continue;
+        }
+        if collected.len() + data.len() > limit {
+            too_large = true;
+            collected = bytes::BytesMut::new();
+        } else {
             collected.extend_from_slice(&data);
         }
     }
