@@ -37,24 +37,40 @@ impl Fingerprint {
     }
 }
 
-/// A set of files and the version of each last seen.
+/// The version of each watched file as last seen.
+///
+/// Record it *before* the files are read: a change that lands while they are
+/// being read (a Secret or ConfigMap updated during a slow start) is then seen at
+/// the first poll, instead of becoming the baseline and being missed.
 #[derive(Debug, Default)]
-struct Watched(Vec<(PathBuf, Fingerprint)>);
+pub struct FileVersions(Vec<(PathBuf, Fingerprint)>);
 
-impl Watched {
-    fn new(paths: impl IntoIterator<Item = PathBuf>) -> Self {
-        Self(
-            paths
-                .into_iter()
-                .map(|path| {
-                    let fingerprint = Fingerprint::of(&path);
-                    (path, fingerprint)
-                })
-                .collect(),
-        )
+impl FileVersions {
+    /// The files' versions now.
+    pub fn now(paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        let mut versions = Self::default();
+        versions.watch(paths);
+        versions
     }
 
-    /// Whether any file changed since the last call (or since `new`).
+    /// Watches exactly `paths` from now on: a file already watched keeps the
+    /// version last seen (so a change not yet acted on is not lost), a new one is
+    /// recorded now, one no longer named is dropped.
+    pub fn watch(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
+        let mut old = std::mem::take(&mut self.0);
+        for path in paths {
+            if self.0.iter().any(|(seen, _)| *seen == path) {
+                continue;
+            }
+            let fingerprint = match old.iter().position(|(seen, _)| *seen == path) {
+                Some(index) => old.swap_remove(index).1,
+                None => Fingerprint::of(&path),
+            };
+            self.0.push((path, fingerprint));
+        }
+    }
+
+    /// Whether any file changed since the last call (or since it was recorded).
     fn changed(&mut self) -> bool {
         let mut changed = false;
         for (path, seen) in &mut self.0 {
@@ -69,7 +85,7 @@ impl Watched {
 }
 
 /// The files a policy configuration depends on.
-fn policy_inputs(config_path: &Path, config: &Config) -> Vec<PathBuf> {
+pub fn policy_inputs(config_path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut paths = vec![config_path.to_path_buf()];
     for policy in &config.policies {
         if let ModuleSource::File(path) = &policy.module {
@@ -89,20 +105,21 @@ pub fn load_served(engine: &Engine, config: &Config) -> Result<Served, crate::ch
 }
 
 /// Polls the config file and the modules it names; reloads the policy set when
-/// any of them changes. Runs until the task is dropped.
+/// any of them changes. `versions` are those of [`policy_inputs`] from before
+/// `initial` and its modules were read. Runs until the task is dropped.
 pub async fn watch_policies(
     engine: Engine,
     state: AppState,
     config_path: PathBuf,
     initial: Config,
+    mut versions: FileVersions,
 ) {
     let mut config = initial;
-    let mut watched = Watched::new(policy_inputs(&config_path, &config));
     let mut ticker = tokio::time::interval(config.reload_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if !watched.changed() {
+        if !versions.changed() {
             continue;
         }
         let new_config = match Config::load(&config_path) {
@@ -113,8 +130,9 @@ pub async fn watch_policies(
                 continue;
             }
         };
-        // The new config may name other module files: watch those from now on.
-        watched = Watched::new(policy_inputs(&config_path, &new_config));
+        // The new config may name other module files: watch those from now on,
+        // recorded before the load below reads them.
+        versions.watch(policy_inputs(&config_path, &new_config));
         if new_config.listen != config.listen || new_config.tls != config.tls {
             tracing::warn!("`listen` and `tls` changes take effect after a restart");
         }
@@ -146,18 +164,19 @@ pub async fn watch_policies(
 
 /// Polls the certificate and key files; swaps in the new certificate when they
 /// change and load, and keeps the old one (with an error in the log) otherwise.
+/// `versions` are the files' from before `certificate` read them.
 pub async fn watch_certificate(
     certificate: Arc<ReloadingCertificate>,
     state: AppState,
     interval: Duration,
+    mut versions: FileVersions,
 ) {
     let files = certificate.files().clone();
-    let mut watched = Watched::new([files.cert.clone(), files.key.clone()]);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if !watched.changed() {
+        if !versions.changed() {
             continue;
         }
         match certificate.reload() {
@@ -182,7 +201,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, "a").unwrap();
-        let mut watched = Watched::new([path.clone()]);
+        let mut watched = FileVersions::now([path.clone()]);
         assert!(!watched.changed());
         // Replace the way Kubernetes does: write elsewhere, then rename over.
         let next = dir.path().join("next");
@@ -192,5 +211,29 @@ mod tests {
         assert!(!watched.changed());
         std::fs::remove_file(&path).unwrap();
         assert!(watched.changed(), "a deleted file is a change too");
+    }
+
+    #[test]
+    fn watching_new_paths_keeps_changes_not_yet_acted_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let [config, module, other] = ["config.yaml", "a.wasm", "b.wasm"].map(|name| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "1").unwrap();
+            path
+        });
+        let mut versions = FileVersions::now([config.clone(), module.clone()]);
+        std::fs::write(&module, "22").unwrap();
+        // The config now names `other` instead of `module`, and names `config` twice.
+        versions.watch([config.clone(), other.clone(), config.clone()]);
+        assert!(!versions.changed(), "`module` is no longer watched");
+        std::fs::write(&config, "22").unwrap();
+        versions.watch([config.clone(), module.clone()]);
+        assert!(
+            versions.changed(),
+            "the change to `config` made before watch() is still seen"
+        );
+        assert!(!versions.changed());
+        std::fs::write(&other, "22").unwrap();
+        assert!(!versions.changed(), "`other` is no longer watched");
     }
 }

@@ -339,8 +339,18 @@ async fn certificates_rotate_while_serving_and_garbage_is_ignored() {
     let server = TestServer::start(LABELLER).await;
     let files = server.certificate.files.clone();
 
+    // Files land whole, the way a Secret volume's update lands: a plain write could
+    // be polled half-done, and count as two failed reloads instead of one.
+    let staging = server.dir.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let replace = |path: &std::path::Path, contents: &[u8]| {
+        let tmp = staging.join(path.file_name().unwrap());
+        std::fs::write(&tmp, contents).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    };
+
     // Garbage first: the old certificate keeps being served.
-    std::fs::write(&files.cert, "not a certificate").unwrap();
+    replace(&files.cert, b"not a certificate");
     eventually("the failed certificate reload is counted", || async {
         server
             .get("/metrics")
@@ -363,15 +373,11 @@ async fn certificates_rotate_while_serving_and_garbage_is_ignored() {
     // A new CA and certificate, written the way cert-manager's Secret update lands.
     let other = tempfile::tempdir().unwrap();
     let rotated = stsguard_webhook::tls::self_signed(other.path(), &["127.0.0.1".into()]).unwrap();
-    let staging = server.dir.path().join("staging");
-    std::fs::create_dir_all(&staging).unwrap();
     for (from, to) in [
         (&rotated.files.key, &files.key),
         (&rotated.files.cert, &files.cert),
     ] {
-        let tmp = staging.join(to.file_name().unwrap());
-        std::fs::copy(from, &tmp).unwrap();
-        std::fs::rename(&tmp, to).unwrap();
+        replace(to, &std::fs::read(from).unwrap());
     }
     let new_client = client_trusting(&rotated.ca, false);
     eventually("new connections get the rotated certificate", || async {

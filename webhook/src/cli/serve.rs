@@ -11,7 +11,7 @@ use super::CacheArgs;
 use crate::config::{ByteSize, Config};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::reload;
+use crate::reload::{self, FileVersions};
 use crate::server::{self, AppState};
 use crate::tls::{self, CertificateFiles, ReloadingCertificate};
 
@@ -77,6 +77,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         guest_memory_budget,
         cache,
     } = args;
+    // File versions are recorded before each file is read, so that a change landing
+    // during start-up is reloaded, not taken for the version being served.
+    let mut policy_versions = FileVersions::now(config_path.clone());
     let config = Config::load_or_default(config_path.as_deref())?;
     let listen = listen
         .or(config.listen)
@@ -100,6 +103,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (generated.files, Some(generated.ca))
         }
     };
+    let certificate_versions = FileVersions::now([
+        certificate_files.cert.clone(),
+        certificate_files.key.clone(),
+    ]);
     let certificate = Arc::new(ReloadingCertificate::new(certificate_files)?);
 
     let mut engine_options = cache.engine_options();
@@ -123,6 +130,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         print_quick_start(address, ca);
     }
 
+    if let Some(path) = &config_path {
+        policy_versions.watch(reload::policy_inputs(path, &config));
+    }
     // Load the policies while already answering /healthz; a set that does not
     // load at start-up stops the server with the reason.
     let (load_failed, on_load_failure) = tokio::sync::oneshot::channel::<anyhow::Error>();
@@ -159,12 +169,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             state.clone(),
             path,
             config.clone(),
+            policy_versions,
         ));
     }
     tokio::spawn(reload::watch_certificate(
         certificate.clone(),
         state.clone(),
         config.reload_interval,
+        certificate_versions,
     ));
 
     let failure = Arc::new(std::sync::Mutex::new(None));

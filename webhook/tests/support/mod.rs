@@ -12,9 +12,10 @@ use serde_json::Value;
 use stsguard_webhook::config::Config;
 use stsguard_webhook::engine::{Engine, EngineOptions};
 use stsguard_webhook::metrics::Metrics;
+use stsguard_webhook::reload::{self, FileVersions};
 use stsguard_webhook::server::{self, AppState};
+use stsguard_webhook::testing;
 use stsguard_webhook::tls::{self, GeneratedCertificate, ReloadingCertificate};
-use stsguard_webhook::{reload, testing};
 use tokio::sync::oneshot;
 
 pub fn install_crypto() {
@@ -80,7 +81,12 @@ impl TestServer {
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, config_text(yaml)).unwrap();
         let config = Config::load(&config_path).unwrap();
+        let policy_versions = FileVersions::now(reload::policy_inputs(&config_path, &config));
         let certificate = tls::self_signed(&dir.path().join("tls"), &["127.0.0.1".into()]).unwrap();
+        let certificate_versions = FileVersions::now([
+            certificate.files.cert.clone(),
+            certificate.files.key.clone(),
+        ]);
         let resolver = Arc::new(ReloadingCertificate::new(certificate.files.clone()).unwrap());
 
         let engine = engine();
@@ -101,11 +107,13 @@ impl TestServer {
             state.clone(),
             config_path.clone(),
             config,
+            policy_versions,
         ));
         let certificates = tokio::spawn(reload::watch_certificate(
             resolver.clone(),
             state.clone(),
             Duration::from_millis(50),
+            certificate_versions,
         ));
         let task = tokio::spawn({
             let (tls_config, router) = (resolver.server_config(), server::router(state.clone()));
