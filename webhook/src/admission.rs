@@ -8,11 +8,13 @@
 //! the text it was ([`envelope`]). The response is written by hand against the
 //! Kubernetes documentation ("Dynamic Admission Control", response): `uid` echoed,
 //! `patchType: JSONPatch` with `patch` a base64 string of an RFC 6902 array, only
-//! when there is a patch; `status.code` and `status.message` on denial; warnings.
+//! when there is a patch; `status.code` and `status.message` on denial; warnings;
+//! `auditAnnotations` saying what each policy did, for the cluster's audit log.
 //!
 //! Transport is elsewhere: [`decide`] is a pure function of the request and the
 //! policy set, unit-tested without a socket.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -20,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::chain::{ChainOutcome, PolicySet, Selection};
+use crate::chain::{ChainOutcome, PolicySet, RunResult, Selection};
+use crate::config::Mode;
 
 mod envelope;
 
@@ -79,6 +82,9 @@ pub struct Response {
     /// RFC 6902 JSON Patch, serialized.
     pub patch: Option<Vec<u8>>,
     pub warnings: Vec<String>,
+    /// Keyed by policy name; the API server files each one in the audit log as
+    /// `<webhook name>/<policy>`.
+    pub audit_annotations: BTreeMap<String, String>,
 }
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -222,6 +228,7 @@ fn respond(request: &ReviewRequest, outcome: &ChainOutcome) -> Response {
         status: None,
         patch: None,
         warnings: outcome.warnings.clone(),
+        audit_annotations: audit_annotations(outcome),
     };
     if let Some(denial) = &outcome.denial {
         response.allowed = false;
@@ -240,6 +247,38 @@ fn respond(request: &ReviewRequest, outcome: &ChainOutcome) -> Response {
     response
 }
 
+/// What each policy did, for the cluster's audit log. Warnings reach only the
+/// client that made the request; these stay with the request's audit event, so
+/// an operator can later find what monitor mode saw and which policies failed and
+/// were skipped. Only what matters afterwards is recorded: a review that every
+/// policy allowed unchanged adds nothing to the log.
+fn audit_annotations(outcome: &ChainOutcome) -> BTreeMap<String, String> {
+    let denied_by = outcome.denial.as_ref().map(|denial| denial.policy.as_str());
+    outcome
+        .runs
+        .iter()
+        .filter_map(|run| {
+            let monitor = run.mode == Mode::Monitor;
+            let what = match &run.result {
+                RunResult::Allowed { mutated: false } => return None,
+                RunResult::Allowed { mutated: true } if monitor => "monitor: would mutate".into(),
+                RunResult::Allowed { mutated: true } => "mutated".into(),
+                RunResult::Denied if monitor => "monitor: would deny".into(),
+                RunResult::Denied => "denied".into(),
+                RunResult::Failed(error) => {
+                    let effect = if denied_by == Some(&*run.policy) {
+                        "denied (failurePolicy fail)"
+                    } else {
+                        "skipped"
+                    };
+                    format!("failed ({}): {effect}", error.reason())
+                }
+            };
+            Some((run.policy.to_string(), what))
+        })
+        .collect()
+}
+
 /// The response for a body that is not a usable AdmissionReview.
 pub fn invalid(error: &InvalidReview) -> Response {
     Response {
@@ -254,6 +293,7 @@ pub fn invalid(error: &InvalidReview) -> Response {
         )),
         patch: None,
         warnings: Vec::new(),
+        audit_annotations: BTreeMap::new(),
     }
 }
 
@@ -275,6 +315,9 @@ impl Response {
         }
         if !self.warnings.is_empty() {
             response["warnings"] = self.warnings.clone().into();
+        }
+        if !self.audit_annotations.is_empty() {
+            response["auditAnnotations"] = serde_json::json!(self.audit_annotations);
         }
         serde_json::json!({
             "apiVersion": API_VERSION,
@@ -376,6 +419,7 @@ mod tests {
             status: None,
             patch: Some(br#"[{"op": "add", "path": "/spec/replicas", "value": 3}]"#.to_vec()),
             warnings: vec!["w".into()],
+            audit_annotations: [("probes".to_string(), "mutated".to_string())].into(),
         };
         let review = response.to_review();
         assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
@@ -389,7 +433,72 @@ mod tests {
             "W3sib3AiOiAiYWRkIiwgInBhdGgiOiAiL3NwZWMvcmVwbGljYXMiLCAidmFsdWUiOiAzfV0="
         );
         assert_eq!(review["response"]["warnings"], json!(["w"]));
+        assert_eq!(
+            review["response"]["auditAnnotations"],
+            json!({"probes": "mutated"})
+        );
         assert!(review["response"].get("status").is_none());
+    }
+
+    #[test]
+    fn audit_annotations_record_what_each_policy_did_that_matters() {
+        use crate::chain::{Denial, PolicyRun};
+        use crate::config::Mode;
+        use crate::engine::EvalError;
+        let run = |policy: &str, mode: Mode, result: RunResult| PolicyRun {
+            policy: policy.into(),
+            mode,
+            duration: std::time::Duration::ZERO,
+            result,
+        };
+        let outcome = ChainOutcome {
+            runs: vec![
+                run(
+                    "quiet",
+                    Mode::Enforce,
+                    RunResult::Allowed { mutated: false },
+                ),
+                run(
+                    "probes",
+                    Mode::Enforce,
+                    RunResult::Allowed { mutated: true },
+                ),
+                run("trial", Mode::Monitor, RunResult::Allowed { mutated: true }),
+                run("strict", Mode::Monitor, RunResult::Denied),
+                run(
+                    "slow",
+                    Mode::Enforce,
+                    RunResult::Failed(EvalError::Timeout(std::time::Duration::from_secs(1))),
+                ),
+                run(
+                    "broken",
+                    Mode::Enforce,
+                    RunResult::Failed(EvalError::Trap("unreachable".into())),
+                ),
+            ],
+            denial: Some(Denial {
+                policy: "broken".into(),
+                message: "could not evaluate".into(),
+            }),
+            ..ChainOutcome::default()
+        };
+        let annotations = serde_json::json!(audit_annotations(&outcome));
+        assert_eq!(
+            annotations,
+            json!({
+                "probes": "mutated",
+                "trial": "monitor: would mutate",
+                "strict": "monitor: would deny",
+                "slow": "failed (timeout): skipped",
+                "broken": "failed (trap): denied (failurePolicy fail)",
+            })
+        );
+        let denied = ChainOutcome {
+            runs: vec![run("gate", Mode::Enforce, RunResult::Denied)],
+            ..ChainOutcome::default()
+        };
+        assert_eq!(json!(audit_annotations(&denied)), json!({"gate": "denied"}));
+        assert!(audit_annotations(&ChainOutcome::default()).is_empty());
     }
 
     #[test]
@@ -409,5 +518,6 @@ mod tests {
         );
         assert!(review["response"].get("patchType").is_none());
         assert!(review["response"].get("warnings").is_none());
+        assert!(review["response"].get("auditAnnotations").is_none());
     }
 }

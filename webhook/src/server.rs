@@ -309,6 +309,7 @@ fn not_ready(state: &AppState, body: &[u8], started: Instant) -> Response {
         status: Some((503, message.into())),
         patch: None,
         warnings: Vec::new(),
+        audit_annotations: Default::default(),
     };
     state
         .metrics

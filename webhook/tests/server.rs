@@ -66,6 +66,7 @@ async fn a_mutation_comes_back_as_a_base64_json_patch_that_round_trips() {
         response["warnings"],
         json!(["stsguard/labeller: set label team=storage"])
     );
+    assert_eq!(response["auditAnnotations"], json!({"labeller": "mutated"}));
     let original = &review["request"]["object"];
     let patched = apply_patch(original, &response);
     let mut expected = original.clone();
@@ -89,6 +90,7 @@ async fn unchanged_objects_get_no_patch_fields() {
         response.get("patch").is_none() && response.get("patchType").is_none(),
         "{response}"
     );
+    assert!(response.get("auditAnnotations").is_none(), "{response}");
     server.stop().await;
 }
 
@@ -248,8 +250,16 @@ async fn a_looping_policy_does_not_hold_up_other_reviews() {
         hog["warnings"][0],
         "stsguard/hog: the policy could not evaluate this object (memory limit) and was skipped"
     );
+    assert_eq!(
+        hog["auditAnnotations"],
+        json!({"hog": "failed (memory_limit): skipped"})
+    );
     let trapped = server.review("/mutate/trapper", &review).await;
     assert_eq!(trapped["allowed"], false);
+    assert_eq!(
+        trapped["auditAnnotations"],
+        json!({"trapper": "failed (trap): denied (failurePolicy fail)"})
+    );
     assert!(
         !looping.is_finished(),
         "the labeller reviews all finished while the looper still ran"
