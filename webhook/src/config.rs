@@ -249,14 +249,23 @@ impl UnplacedError {
     }
 }
 
+/// Deadline for a whole review unless the config sets `requestTimeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Largest review body unless the config sets `maxRequestBytes`. The API server
+/// takes request bodies of up to 3 MiB, and an UPDATE review carries the object
+/// and the old object (each as JSON, which can be larger than the etcd limit of
+/// 1.5 MiB that applies to the stored protobuf) plus the request around them: a
+/// 413 would fail the webhook call, and with `failurePolicy: Fail` block every
+/// update of that object.
+pub const DEFAULT_MAX_REQUEST_BYTES: ByteSize = ByteSize(8 << 20);
+
 fn default_request_timeout() -> Duration {
-    Duration::from_secs(8)
+    DEFAULT_REQUEST_TIMEOUT
 }
 
 fn default_max_request_bytes() -> ByteSize {
-    // The API server caps objects at about 1.5 MiB in etcd; a review carries the
-    // object and the old object, so 3 MiB admits every valid review.
-    ByteSize(3 << 20)
+    DEFAULT_MAX_REQUEST_BYTES
 }
 
 fn default_reload_interval() -> Duration {

@@ -39,6 +39,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admission;
 use crate::chain::{PolicySet, Selection};
+use crate::config;
 use crate::evaluators::Evaluators;
 use crate::metrics::Metrics;
 
@@ -127,11 +128,13 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
     let started = Instant::now();
     // Until policies are loaded the defaults apply to the body limit and deadline.
     let current = state.current();
-    let (timeout, limit) = current
-        .as_ref()
-        .map_or((Duration::from_secs(8), 3 << 20), |served| {
-            (served.request_timeout, served.max_request_bytes)
-        });
+    let (timeout, limit) = current.as_ref().map_or(
+        (
+            config::DEFAULT_REQUEST_TIMEOUT,
+            config::DEFAULT_MAX_REQUEST_BYTES.0 as usize,
+        ),
+        |served| (served.request_timeout, served.max_request_bytes),
+    );
     let deadline = started + timeout;
     let bytes = match read_body(body, limit, deadline).await {
         Ok(bytes) => bytes,
