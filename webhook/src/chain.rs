@@ -83,21 +83,21 @@ pub enum Selection<'a> {
 }
 
 /// Why a policy set could not be loaded; names the policy and says what to do.
+/// Each message ends with its cause, which is therefore not also a `source()`:
+/// log lines show only the message, and `{:#}` chains would print the cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("policy `{policy}`: could not read its module {path}: {source}")]
+    #[error("policy `{policy}`: could not read its module {path}: {cause}")]
     ReadModule {
         policy: String,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("policy `{policy}` ({module}): {source}")]
+    #[error("policy `{policy}` ({module}): {cause}")]
     Module {
         policy: String,
         module: String,
-        #[source]
-        source: engine::LoadError,
+        cause: engine::LoadError,
     },
     #[error("policy `{policy}` ({module}): its settings are invalid: {message}")]
     Settings {
@@ -167,10 +167,10 @@ impl PolicySet {
                     .expect("built-in names are checked when the config is parsed")
                     .into(),
                 ModuleSource::File(path) => std::fs::read(path)
-                    .map_err(|source| LoadError::ReadModule {
+                    .map_err(|cause| LoadError::ReadModule {
                         policy: name.clone(),
                         path: path.clone(),
-                        source,
+                        cause,
                     })?
                     .into(),
             };
@@ -180,10 +180,10 @@ impl PolicySet {
                 None => {
                     let started = Instant::now();
                     let module =
-                        Arc::new(engine.load(&bytes).map_err(|source| LoadError::Module {
+                        Arc::new(engine.load(&bytes).map_err(|cause| LoadError::Module {
                             policy: name.clone(),
                             module: module_name.clone(),
-                            source,
+                            cause,
                         })?);
                     tracing::info!(
                         policy = %name,

@@ -112,19 +112,19 @@ pub enum FailurePolicy {
 pub struct ByteSize(pub u64);
 
 /// Why a configuration could not be used.
+/// Each message ends with its cause, which is therefore not also a `source()`:
+/// log lines show only the message, and `{:#}` chains would print the cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("could not read the config file {path}: {source}")]
+    #[error("could not read the config file {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("the config file {path} is not valid: {source}")]
+    #[error("the config file {path} is not valid: {cause}")]
     Parse {
         path: PathBuf,
-        #[source]
-        source: serde_yaml::Error,
+        cause: serde_yaml::Error,
     },
     #[error("the config file {path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -134,9 +134,9 @@ impl Config {
     /// Reads and checks a config file. Relative module paths are resolved
     /// against the file's folder, so a config works wherever it is mounted.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let mut config = Self::parse(&text).map_err(|error| error.at(path))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -243,7 +243,7 @@ impl UnplacedError {
     fn at(self, path: &Path) -> ConfigError {
         let path = path.to_path_buf();
         match self {
-            Self::Parse(source) => ConfigError::Parse { path, source },
+            Self::Parse(cause) => ConfigError::Parse { path, cause },
             Self::Invalid(message) => ConfigError::Invalid { path, message },
         }
     }

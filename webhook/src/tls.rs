@@ -19,13 +19,14 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 /// Why a certificate could not be used.
+/// Each message ends with its cause, which is therefore not also a `source()`:
+/// log lines show only the message, and `{:#}` chains would print the cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("could not read {path}: {source}")]
+    #[error("could not read {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
@@ -39,11 +40,10 @@ pub enum TlsError {
         key: PathBuf,
         message: String,
     },
-    #[error("could not write {path}: {source}")]
+    #[error("could not write {path}: {cause}")]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("could not generate a certificate: {0}")]
     Generate(String),
@@ -60,9 +60,9 @@ impl CertificateFiles {
     /// Reads both files and checks that they belong together.
     pub fn load(&self) -> Result<Arc<CertifiedKey>, TlsError> {
         let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| TlsError::Read {
+            std::fs::read(path).map_err(|cause| TlsError::Read {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })
         };
         let (cert_pem, key_pem) = (read(&self.cert)?, read(&self.key)?);
@@ -196,9 +196,9 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<GeneratedCertificate,
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.signed_by(&key, &issuer).map_err(generate)?;
 
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+    std::fs::create_dir_all(dir).map_err(|cause| TlsError::Write {
         path: dir.to_path_buf(),
-        source,
+        cause,
     })?;
     write_file(&generated.ca, ca_cert.pem().as_bytes(), false)?;
     write_file(&generated.files.key, key.serialize_pem().as_bytes(), true)?;
@@ -209,9 +209,9 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<GeneratedCertificate,
 fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let error = |source| TlsError::Write {
+    let error = |cause| TlsError::Write {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -229,6 +229,21 @@ mod tests {
 
     fn names() -> Vec<String> {
         vec!["localhost".into(), "127.0.0.1".into()]
+    }
+
+    #[test]
+    fn a_missing_file_is_named_and_its_cause_told_once() {
+        let files = CertificateFiles {
+            cert: "/nonexistent/tls.crt".into(),
+            key: "/nonexistent/tls.key".into(),
+        };
+        let error = anyhow::Error::new(files.load().unwrap_err());
+        let chain = format!("{error:#}");
+        assert!(
+            chain.starts_with("could not read /nonexistent/tls.crt: "),
+            "{chain}"
+        );
+        assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
     }
 
     #[test]
