@@ -857,6 +857,59 @@ mod tests {
         );
     }
 
+    /// Runs `f` with a subscriber that keeps every log line, and returns them.
+    fn logged<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+        #[derive(Clone, Default)]
+        struct Kept(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Kept {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let kept = Kept::default();
+        let writer = kept.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let result = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(kept.0.lock().unwrap().clone()).unwrap();
+        (result, text.lines().map(String::from).collect())
+    }
+
+    #[test]
+    fn a_policy_that_logs_in_a_loop_is_held_to_its_log_quota() {
+        let set = chain(
+            "policies: [{name: chatty, module: SCRIPTED, timeout: 300ms, failurePolicy: ignore,
+                         settings: {behaviour: log-flood, message: flood-line}}]",
+        );
+        let (outcome, lines) = logged(|| set.evaluate(&request("CREATE"), Selection::All, soon()));
+        assert!(
+            matches!(
+                outcome.runs[0].result,
+                RunResult::Failed(EvalError::Timeout(_))
+            ),
+            "{:?}",
+            outcome.runs
+        );
+        let flood = lines.iter().filter(|line| line.contains("flood-line"));
+        assert!(
+            flood
+                .clone()
+                .all(|line| line.contains(r#"policy="chatty""#)),
+            "{lines:#?}"
+        );
+        assert_eq!(flood.count(), engine::LogQuota::PER_EVALUATION.lines);
+        let notices = lines
+            .iter()
+            .filter(|line| line.contains("the rest of its output is dropped"));
+        assert_eq!(notices.count(), 1, "{lines:#?}");
+    }
+
     #[test]
     fn loading_refuses_bad_modules_and_settings_naming_the_policy() {
         let dir = tempfile::tempdir().unwrap();

@@ -35,6 +35,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Stor
 pub use bindings::stsguard::policy::types::{Field, Mutation};
 pub use bindings::{Metadata, Target, Verdict};
 pub use budget::MemoryBudget;
+pub use sandbox::LogQuota;
 use sandbox::Sandbox;
 
 /// How often the epoch advances; deadlines are rounded up to whole ticks.
@@ -45,9 +46,6 @@ pub const MAX_MEMORY_LIMIT: u64 = 512 << 20;
 
 /// The default total of linear memory all running policies may hold at once.
 pub const DEFAULT_GUEST_MEMORY_BUDGET: u64 = 256 << 20;
-
-/// Bytes of guest stdout/stderr kept per evaluation; the rest is dropped.
-const CAPTURED_OUTPUT_BYTES: usize = 16 << 10;
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -337,7 +335,7 @@ impl Module {
             context.clone(),
             limits.memory_bytes,
             self.engine.budget.clone(),
-            CAPTURED_OUTPUT_BYTES,
+            LogQuota::PER_EVALUATION,
         );
         let mut store = Store::new(&self.engine.engine, sandbox);
         store.limiter(|sandbox| &mut sandbox.limiter);

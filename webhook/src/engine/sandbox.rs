@@ -1,5 +1,9 @@
 //! The per-evaluation store state: WASI with nothing granted, the memory limiter,
 //! captured guest output, and the host functions policies may call.
+//!
+//! What a guest writes to the log (through `host.log` or stdout/stderr) is capped
+//! per evaluation by a [`LogQuota`]: a policy that logs in a loop until its
+//! deadline would otherwise flood the log pipeline, and slow every review with it.
 
 use std::sync::Arc;
 
@@ -20,6 +24,7 @@ pub struct Sandbox {
     context: CallContext,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+    log_quota: LogQuota,
 }
 
 impl Sandbox {
@@ -27,8 +32,9 @@ impl Sandbox {
         context: CallContext,
         memory_bytes: u64,
         budget: Arc<MemoryBudget>,
-        output_bytes: usize,
+        log_quota: LogQuota,
     ) -> Self {
+        let output_bytes = log_quota.bytes;
         let stdout = MemoryOutputPipe::new(output_bytes);
         let stderr = MemoryOutputPipe::new(output_bytes);
         // Nothing granted: no preopened directories, no environment, no
@@ -47,25 +53,92 @@ impl Sandbox {
             context,
             stdout,
             stderr,
+            log_quota,
+        }
+    }
+
+    /// Logs one line of the guest's, if its quota has room.
+    fn log_line(&mut self, level: Level, line: &str, stream: Option<&str>) {
+        let policy = &*self.context.policy;
+        let uid = &*self.context.uid;
+        let line = match self.log_quota.admit(line) {
+            Admitted::Line(line) => line,
+            Admitted::QuotaJustUsedUp => {
+                let LogQuota { lines, bytes, .. } = LogQuota::PER_EVALUATION;
+                tracing::warn!(
+                    policy,
+                    uid,
+                    "the policy logged more than {lines} lines or {bytes} bytes in one \
+                     evaluation; the rest of its output is dropped"
+                );
+                return;
+            }
+            Admitted::Dropped => return,
+        };
+        let stream = stream.unwrap_or("log");
+        match level {
+            Level::Trace => tracing::trace!(policy, uid, stream, "{line}"),
+            Level::Debug => tracing::debug!(policy, uid, stream, "{line}"),
+            Level::Info => tracing::info!(policy, uid, stream, "{line}"),
+            Level::Warn => tracing::warn!(policy, uid, stream, "{line}"),
+            Level::Error => tracing::error!(policy, uid, stream, "{line}"),
         }
     }
 
     /// Writes what the guest printed to the host log, a line per event.
     pub fn flush_output(&mut self) {
-        for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+        for (stream, pipe) in [
+            ("stdout", self.stdout.clone()),
+            ("stderr", self.stderr.clone()),
+        ] {
             let bytes = pipe.contents();
-            if bytes.is_empty() {
-                continue;
-            }
             for line in String::from_utf8_lossy(&bytes).lines() {
-                tracing::info!(
-                    policy = %self.context.policy,
-                    uid = %self.context.uid,
-                    stream,
-                    "{line}"
-                );
+                self.log_line(Level::Info, line, Some(stream));
             }
         }
+    }
+}
+
+/// What is left of one evaluation's log allowance.
+#[derive(Debug, Clone, Copy)]
+pub struct LogQuota {
+    pub lines: usize,
+    pub bytes: usize,
+    used_up: bool,
+}
+
+/// What [`LogQuota::admit`] lets through.
+#[derive(Debug, PartialEq, Eq)]
+enum Admitted<'a> {
+    /// The line, cut short if it did not fit whole.
+    Line(&'a str),
+    /// Nothing: this is the first line over the quota (say so once).
+    QuotaJustUsedUp,
+    /// Nothing, and that has already been said.
+    Dropped,
+}
+
+impl LogQuota {
+    /// Plenty for a policy that explains itself; nothing a loop can flood a log with.
+    pub const PER_EVALUATION: Self = Self {
+        lines: 100,
+        bytes: 16 << 10,
+        used_up: false,
+    };
+
+    fn admit<'a>(&mut self, line: &'a str) -> Admitted<'a> {
+        if self.lines == 0 || self.bytes == 0 {
+            return if std::mem::replace(&mut self.used_up, true) {
+                Admitted::Dropped
+            } else {
+                Admitted::QuotaJustUsedUp
+            };
+        }
+        let line = &line[..line.floor_char_boundary(self.bytes)];
+        self.lines -= 1;
+        // Even an empty line costs a byte: a log event has a cost of its own.
+        self.bytes = self.bytes.saturating_sub(line.len().max(1));
+        Admitted::Line(line)
     }
 }
 
@@ -82,15 +155,7 @@ impl types::Host for Sandbox {}
 
 impl host::Host for Sandbox {
     fn log(&mut self, level: Level, message: String) {
-        let policy = &*self.context.policy;
-        let uid = &*self.context.uid;
-        match level {
-            Level::Trace => tracing::trace!(policy, uid, "{message}"),
-            Level::Debug => tracing::debug!(policy, uid, "{message}"),
-            Level::Info => tracing::info!(policy, uid, "{message}"),
-            Level::Warn => tracing::warn!(policy, uid, "{message}"),
-            Level::Error => tracing::error!(policy, uid, "{message}"),
-        }
+        self.log_line(level, &message, None);
     }
 }
 
@@ -164,5 +229,38 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_quota_cuts_lines_then_says_so_once() {
+        let mut quota = LogQuota {
+            lines: 3,
+            bytes: 10,
+            used_up: false,
+        };
+        assert_eq!(quota.admit("hello"), Admitted::Line("hello"));
+        // 5 bytes left: cut at a character boundary ("é" is two bytes).
+        assert_eq!(quota.admit("abcdé"), Admitted::Line("abcd"));
+        assert_eq!(quota.admit(""), Admitted::Line(""));
+        assert_eq!(quota.admit("more"), Admitted::QuotaJustUsedUp);
+        assert_eq!(quota.admit("more"), Admitted::Dropped);
+
+        let mut quota = LogQuota {
+            lines: 2,
+            bytes: 1 << 10,
+            used_up: false,
+        };
+        assert_eq!(quota.admit(""), Admitted::Line(""));
+        assert_eq!(quota.admit(""), Admitted::Line(""));
+        assert_eq!(
+            quota.admit(""),
+            Admitted::QuotaJustUsedUp,
+            "empty lines count too"
+        );
     }
 }

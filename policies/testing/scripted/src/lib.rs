@@ -49,6 +49,7 @@ const BEHAVIOURS: &[&str] = &[
     "trap",
     "memory-bomb",
     "print",
+    "log-flood",
     "wrong-json",
 ];
 
@@ -191,6 +192,9 @@ impl Guest for Scripted {
                 log(Level::Info, &message);
                 Ok(allow(vec![], None))
             }
+            "log-flood" => loop {
+                log(Level::Info, &message);
+            },
             "wrong-json" => Ok(allow(vec![], Some(Mutation::Object("{not json".into())))),
             other => Err(format!("unknown behaviour `{other}`")),
         }
