@@ -33,6 +33,20 @@ use crate::mutation;
 /// Longest warning kept; the API server may truncate longer ones anyway.
 const MAX_WARNING_CHARS: usize = 256;
 
+/// Characters of warnings a response carries at most. The API server passes on
+/// 4096 characters of warnings in all (past that it cuts each to 256 and drops
+/// the rest), so more would only be lost, in an order nobody chose.
+const MAX_WARNINGS_TOTAL_CHARS: usize = 4096;
+
+/// Said once, as the last warning, when warnings had to be dropped.
+const WARNINGS_DROPPED: &str = "stsguard: further warnings were dropped: the API server passes on at most 4096 characters of them";
+
+/// Warnings of one verdict looked at; a policy that returns more gets the notice.
+const MAX_WARNINGS_PER_VERDICT: usize = 1000;
+
+/// Longest denial message kept.
+const MAX_DENIAL_CHARS: usize = 4096;
+
 /// One configured, loaded policy.
 #[derive(Debug)]
 pub struct Policy {
@@ -280,9 +294,10 @@ impl PolicySet {
                     outcome.warn(policy, None, verdict.warnings);
                     if !verdict.allowed {
                         outcome.runs.push(record(RunResult::Denied));
+                        let message = verdict.message.unwrap_or_else(|| "denied".into());
                         outcome.denial = Some(Denial {
                             policy: policy.name.to_string(),
-                            message: verdict.message.unwrap_or_else(|| "denied".into()),
+                            message: bounded(message, MAX_DENIAL_CHARS),
                         });
                         return outcome;
                     }
@@ -359,24 +374,52 @@ impl ChainOutcome {
         tag: Option<&str>,
         warnings: impl IntoIterator<Item = String>,
     ) {
-        for warning in warnings {
-            let prefix = match tag {
-                Some(tag) => format!("stsguard/{} ({tag}): ", policy.name),
-                None => format!("stsguard/{}: ", policy.name),
-            };
-            self.warnings.push(clean_warning(&prefix, &warning));
+        let prefix = match tag {
+            Some(tag) => format!("stsguard/{} ({tag}): ", policy.name),
+            None => format!("stsguard/{}: ", policy.name),
+        };
+        let mut warnings = warnings.into_iter();
+        // Bounds the work a policy returning a million warnings can cause.
+        for warning in warnings.by_ref().take(MAX_WARNINGS_PER_VERDICT) {
+            if self.warnings_dropped() {
+                return;
+            }
+            let text = clean_warning(&prefix, &warning);
+            if self.warnings.contains(&text) {
+                continue;
+            }
+            let total: usize = self.warnings.iter().map(|w| w.chars().count()).sum();
+            let room = MAX_WARNINGS_TOTAL_CHARS - WARNINGS_DROPPED.chars().count();
+            if total + text.chars().count() > room {
+                self.warnings.push(WARNINGS_DROPPED.into());
+                return;
+            }
+            self.warnings.push(text);
         }
+        if warnings.next().is_some() && !self.warnings_dropped() {
+            self.warnings.push(WARNINGS_DROPPED.into());
+        }
+    }
+
+    fn warnings_dropped(&self) -> bool {
+        self.warnings.last().map(String::as_str) == Some(WARNINGS_DROPPED)
     }
 }
 
 /// Warnings travel as HTTP `Warning` headers: one line, printable, short.
 fn clean_warning(prefix: &str, warning: &str) -> String {
     let mut text: String = prefix.to_string();
-    for c in warning.chars() {
+    for c in warning.chars().take(MAX_WARNING_CHARS + 1) {
         text.push(if c.is_control() { ' ' } else { c });
     }
-    if text.chars().count() > MAX_WARNING_CHARS {
-        text = text.chars().take(MAX_WARNING_CHARS - 1).collect();
+    bounded(text, MAX_WARNING_CHARS)
+}
+
+/// `text`, cut to `max` characters (the last an ellipsis) if it is longer.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.chars().nth(max).is_some() {
+        let (end, _) = text.char_indices().nth(max - 1).expect("longer than max");
+        text.truncate(end);
         text.push('…');
     }
     text
@@ -931,6 +974,50 @@ mod tests {
                 .to_string();
             assert!(error.contains(expected), "{error}");
         }
+    }
+
+    #[test]
+    fn warnings_are_deduplicated_and_held_to_what_the_api_server_passes_on() {
+        let set = chain("policies: [{name: p, module: SCRIPTED, settings: {behaviour: allow}}]");
+        let policy = &set.policies()[0];
+        let chars = |outcome: &ChainOutcome| -> usize {
+            outcome.warnings.iter().map(|w| w.chars().count()).sum()
+        };
+
+        let mut outcome = ChainOutcome::default();
+        outcome.warn(policy, None, ["a".into(), "a".into(), "b".into()]);
+        outcome.warn(policy, None, ["a".into()]);
+        assert_eq!(outcome.warnings, ["stsguard/p: a", "stsguard/p: b"]);
+
+        let mut outcome = ChainOutcome::default();
+        outcome.warn(policy, None, (0..100).map(|i| format!("{i:0>100}")));
+        assert_eq!(outcome.warnings.last().unwrap(), WARNINGS_DROPPED);
+        assert!(chars(&outcome) <= MAX_WARNINGS_TOTAL_CHARS);
+        let kept = outcome.warnings.len();
+        assert!(kept > 30, "{kept}");
+        outcome.warn(policy, Some("monitor"), ["late".into()]);
+        assert_eq!(outcome.warnings.len(), kept, "nothing after the notice");
+
+        let mut outcome = ChainOutcome::default();
+        outcome.warn(
+            policy,
+            None,
+            std::iter::repeat_n("same".to_string(), 1_000_000),
+        );
+        assert_eq!(outcome.warnings, ["stsguard/p: same", WARNINGS_DROPPED]);
+    }
+
+    #[test]
+    fn a_long_denial_message_is_cut() {
+        let message = "no ".repeat(5000);
+        let set = chain(&format!(
+            "policies: [{{name: gate, module: SCRIPTED, settings: {{behaviour: deny, message: '{message}'}}}}]"
+        ));
+        let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+        let denial = outcome.denial.unwrap().message;
+        assert_eq!(denial.chars().count(), MAX_DENIAL_CHARS);
+        assert!(denial.starts_with("no no") && denial.ends_with('…'));
+        assert_eq!(bounded("short".into(), 5), "short");
     }
 
     #[test]
