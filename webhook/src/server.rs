@@ -29,7 +29,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -43,8 +43,33 @@ use crate::config;
 use crate::evaluators::Evaluators;
 use crate::metrics::Metrics;
 
-/// How long a client gets to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connections may stall, and how dead peers are found.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionTimeouts {
+    /// To finish the TLS handshake.
+    pub handshake: Duration,
+    /// For an HTTP/1 client to send a request's headers, counted from when the
+    /// connection starts waiting for them (so also how long a kept-alive
+    /// connection may sit idle): a client that stalls mid-headers is disconnected
+    /// instead of holding its connection for ever. The API server speaks HTTP/2.
+    pub header_read: Duration,
+    /// HTTP/2 pings on an idle connection; a peer that does not answer one within
+    /// `keepalive_timeout` (a node gone, a NAT entry dropped) is disconnected.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ConnectionTimeouts {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            header_read: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// How long in-flight requests get to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
@@ -350,10 +375,20 @@ pub async fn run(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    timeouts: ConnectionTimeouts,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(timeouts.keepalive_interval)
+        .keep_alive_timeout(timeouts.keepalive_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -376,7 +411,7 @@ pub async fn run(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls_stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                match tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => {
                         tracing::debug!(%peer, %error, "TLS handshake failed");

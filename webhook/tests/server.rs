@@ -3,9 +3,13 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
+use stsguard_webhook::server::ConnectionTimeouts;
 use support::{TestServer, apply_patch, client_trusting, config_text, eventually, fixture};
 
 fn lab_review() -> Value {
@@ -341,6 +345,43 @@ async fn a_changed_config_is_applied_and_a_broken_one_is_not() {
     })
     .await;
     assert_eq!(server.review("/mutate", &review).await["allowed"], false);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stalls_mid_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeouts = ConnectionTimeouts {
+        header_read: Duration::from_millis(300),
+        ..ConnectionTimeouts::default()
+    };
+    let server = TestServer::start_with(LABELLER, 16, timeouts).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&server.certificate.ca).unwrap())
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ));
+    let tcp = tokio::net::TcpStream::connect(server.url.trim_start_matches("https://"))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    stream
+        .write_all(b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+    assert!(
+        closed.await.is_ok(),
+        "the server still held a connection whose headers never ended"
+    );
+    let response = server.review("/mutate", &lab_review()).await;
+    assert_eq!(response["allowed"], true, "others are served as before");
     server.stop().await;
 }
 

@@ -240,6 +240,7 @@ async fn in_process_server(cache: CacheArgs) -> anyhow::Result<Target> {
         listener,
         certificate.server_config(),
         server::router(state),
+        server::ConnectionTimeouts::default(),
         std::future::pending(),
     ));
     let mut roots = rustls::RootCertStore::empty();

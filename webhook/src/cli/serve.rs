@@ -195,6 +195,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener,
         certificate.server_config(),
         server::router(state),
+        server::ConnectionTimeouts::default(),
         shutdown,
     )
     .await;

@@ -13,7 +13,7 @@ use stsguard_webhook::config::Config;
 use stsguard_webhook::engine::{Engine, EngineOptions};
 use stsguard_webhook::metrics::Metrics;
 use stsguard_webhook::reload::{self, FileVersions};
-use stsguard_webhook::server::{self, AppState};
+use stsguard_webhook::server::{self, AppState, ConnectionTimeouts};
 use stsguard_webhook::testing;
 use stsguard_webhook::tls::{self, GeneratedCertificate, ReloadingCertificate};
 use tokio::sync::oneshot;
@@ -72,10 +72,14 @@ impl TestServer {
     /// Starts a server with this config (YAML, `SCRIPTED` replaced), reloading
     /// config and certificate every 50 ms.
     pub async fn start(yaml: &str) -> Self {
-        Self::start_with(yaml, 16).await
+        Self::start_with(yaml, 16, ConnectionTimeouts::default()).await
     }
 
-    pub async fn start_with(yaml: &str, max_concurrent_evaluations: usize) -> Self {
+    pub async fn start_with(
+        yaml: &str,
+        max_concurrent_evaluations: usize,
+        timeouts: ConnectionTimeouts,
+    ) -> Self {
         install_crypto();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.yaml");
@@ -118,7 +122,7 @@ impl TestServer {
         let task = tokio::spawn({
             let (tls_config, router) = (resolver.server_config(), server::router(state.clone()));
             async move {
-                server::run(listener, tls_config, router, async {
+                server::run(listener, tls_config, router, timeouts, async {
                     let _ = on_shutdown.await;
                 })
                 .await;
