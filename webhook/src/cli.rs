@@ -26,8 +26,9 @@ pub struct Cli {
     #[arg(long, env = "STSGUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
     /// Log filter, in tracing's `EnvFilter` syntax (e.g. `info`,
-    /// `stsguard_webhook=debug`) [default: `info` for serve and bench, `warn` for
-    /// eval and policies, whose output is for people].
+    /// `stsguard_webhook=debug`) [default: `info` for serve; `warn` for eval and
+    /// policies, whose output is for people, and for bench, whose in-process
+    /// server would otherwise log every review it is measuring].
     #[arg(long, env = "STSGUARD_LOG", global = true)]
     log: Option<String>,
 }
@@ -96,8 +97,8 @@ impl Cli {
     /// Installs the log subscriber. Wasmtime and Cranelift are quiet unless asked.
     pub fn init_tracing(&self) {
         let default = match self.command {
-            Command::Serve(_) | Command::Bench(_) => "info",
-            Command::Eval(_) | Command::Policies(_) => "warn",
+            Command::Serve(_) => "info",
+            Command::Eval(_) | Command::Policies(_) | Command::Bench(_) => "warn",
         };
         let log = self.log.as_deref().unwrap_or(default);
         let filter = tracing_subscriber::EnvFilter::try_new(format!(
