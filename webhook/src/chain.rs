@@ -30,22 +30,7 @@ use crate::engine::{
 };
 use crate::mutation;
 
-/// Longest warning kept; the API server may truncate longer ones anyway.
-const MAX_WARNING_CHARS: usize = 256;
-
-/// Characters of warnings a response carries at most. The API server passes on
-/// 4096 characters of warnings in all (past that it cuts each to 256 and drops
-/// the rest), so more would only be lost, in an order nobody chose.
-const MAX_WARNINGS_TOTAL_CHARS: usize = 4096;
-
-/// Said once, as the last warning, when warnings had to be dropped.
-const WARNINGS_DROPPED: &str = "stsguard: further warnings were dropped: the API server passes on at most 4096 characters of them";
-
-/// Warnings of one verdict looked at; a policy that returns more gets the notice.
-const MAX_WARNINGS_PER_VERDICT: usize = 1000;
-
-/// Longest denial message kept.
-const MAX_DENIAL_CHARS: usize = 4096;
+mod user_text;
 
 /// One configured, loaded policy.
 #[derive(Debug)]
@@ -297,7 +282,7 @@ impl PolicySet {
                         let message = verdict.message.unwrap_or_else(|| "denied".into());
                         outcome.denial = Some(Denial {
                             policy: policy.name.to_string(),
-                            message: bounded(message, MAX_DENIAL_CHARS),
+                            message: user_text::denial_message(message),
                         });
                         return outcome;
                     }
@@ -378,51 +363,8 @@ impl ChainOutcome {
             Some(tag) => format!("stsguard/{} ({tag}): ", policy.name),
             None => format!("stsguard/{}: ", policy.name),
         };
-        let mut warnings = warnings.into_iter();
-        // Bounds the work a policy returning a million warnings can cause.
-        for warning in warnings.by_ref().take(MAX_WARNINGS_PER_VERDICT) {
-            if self.warnings_dropped() {
-                return;
-            }
-            let text = clean_warning(&prefix, &warning);
-            if self.warnings.contains(&text) {
-                continue;
-            }
-            let total: usize = self.warnings.iter().map(|w| w.chars().count()).sum();
-            let room = MAX_WARNINGS_TOTAL_CHARS - WARNINGS_DROPPED.chars().count();
-            if total + text.chars().count() > room {
-                self.warnings.push(WARNINGS_DROPPED.into());
-                return;
-            }
-            self.warnings.push(text);
-        }
-        if warnings.next().is_some() && !self.warnings_dropped() {
-            self.warnings.push(WARNINGS_DROPPED.into());
-        }
+        user_text::add_warnings(&mut self.warnings, &prefix, warnings);
     }
-
-    fn warnings_dropped(&self) -> bool {
-        self.warnings.last().map(String::as_str) == Some(WARNINGS_DROPPED)
-    }
-}
-
-/// Warnings travel as HTTP `Warning` headers: one line, printable, short.
-fn clean_warning(prefix: &str, warning: &str) -> String {
-    let mut text: String = prefix.to_string();
-    for c in warning.chars().take(MAX_WARNING_CHARS + 1) {
-        text.push(if c.is_control() { ' ' } else { c });
-    }
-    bounded(text, MAX_WARNING_CHARS)
-}
-
-/// `text`, cut to `max` characters (the last an ellipsis) if it is longer.
-fn bounded(mut text: String, max: usize) -> String {
-    if text.chars().nth(max).is_some() {
-        let (end, _) = text.char_indices().nth(max - 1).expect("longer than max");
-        text.truncate(end);
-        text.push('…');
-    }
-    text
 }
 
 /// A policy's verdict, checked and parsed.
@@ -977,37 +919,6 @@ mod tests {
     }
 
     #[test]
-    fn warnings_are_deduplicated_and_held_to_what_the_api_server_passes_on() {
-        let set = chain("policies: [{name: p, module: SCRIPTED, settings: {behaviour: allow}}]");
-        let policy = &set.policies()[0];
-        let chars = |outcome: &ChainOutcome| -> usize {
-            outcome.warnings.iter().map(|w| w.chars().count()).sum()
-        };
-
-        let mut outcome = ChainOutcome::default();
-        outcome.warn(policy, None, ["a".into(), "a".into(), "b".into()]);
-        outcome.warn(policy, None, ["a".into()]);
-        assert_eq!(outcome.warnings, ["stsguard/p: a", "stsguard/p: b"]);
-
-        let mut outcome = ChainOutcome::default();
-        outcome.warn(policy, None, (0..100).map(|i| format!("{i:0>100}")));
-        assert_eq!(outcome.warnings.last().unwrap(), WARNINGS_DROPPED);
-        assert!(chars(&outcome) <= MAX_WARNINGS_TOTAL_CHARS);
-        let kept = outcome.warnings.len();
-        assert!(kept > 30, "{kept}");
-        outcome.warn(policy, Some("monitor"), ["late".into()]);
-        assert_eq!(outcome.warnings.len(), kept, "nothing after the notice");
-
-        let mut outcome = ChainOutcome::default();
-        outcome.warn(
-            policy,
-            None,
-            std::iter::repeat_n("same".to_string(), 1_000_000),
-        );
-        assert_eq!(outcome.warnings, ["stsguard/p: same", WARNINGS_DROPPED]);
-    }
-
-    #[test]
     fn a_long_denial_message_is_cut() {
         let message = "no ".repeat(5000);
         let set = chain(&format!(
@@ -1015,17 +926,7 @@ mod tests {
         ));
         let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
         let denial = outcome.denial.unwrap().message;
-        assert_eq!(denial.chars().count(), MAX_DENIAL_CHARS);
+        assert_eq!(denial.chars().count(), user_text::MAX_DENIAL_CHARS);
         assert!(denial.starts_with("no no") && denial.ends_with('…'));
-        assert_eq!(bounded("short".into(), 5), "short");
-    }
-
-    #[test]
-    fn warnings_are_single_short_lines() {
-        let long = "x".repeat(1000);
-        let cleaned = clean_warning("stsguard/p: ", &format!("a\nb\t{long}"));
-        assert!(cleaned.starts_with("stsguard/p: a b x"));
-        assert_eq!(cleaned.chars().count(), MAX_WARNING_CHARS);
-        assert!(cleaned.ends_with('…'));
     }
 }
