@@ -443,7 +443,6 @@ mod tests {
     #[test]
     fn audit_annotations_record_what_each_policy_did_that_matters() {
         use crate::chain::{Denial, PolicyRun};
-        use crate::config::Mode;
         use crate::engine::EvalError;
         let run = |policy: &str, mode: Mode, result: RunResult| PolicyRun {
             policy: policy.into(),

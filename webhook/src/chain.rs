@@ -433,7 +433,7 @@ fn to_json(value: &impl serde::Serialize) -> String {
 }
 
 /// Evaluates one policy on `input` (the request without its object, and the
-/// object, both as JSON) and applies its mutation to a copy of `object`.
+/// object, both as JSON); [`settle`] applies what it returns.
 fn run_one(
     policy: &Policy,
     input: (&str, &str),

@@ -279,11 +279,7 @@ fn decide(
 ) -> Response {
     let request = match admission::parse_review(body) {
         Ok(request) => request,
-        Err(error) => {
-            tracing::warn!(uid = %error.uid, %error, "unreadable admission review");
-            metrics.record_review("invalid", started.elapsed().as_secs_f64(), None);
-            return axum::Json(admission::invalid(&error).to_review()).into_response();
-        }
+        Err(error) => return unreadable(metrics, &error, started),
     };
     let span = tracing::info_span!(
         "review",
@@ -318,16 +314,18 @@ fn decide(
     axum::Json(response.to_review()).into_response()
 }
 
+/// The answer to a body that is not a usable AdmissionReview.
+fn unreadable(metrics: &Metrics, error: &admission::InvalidReview, started: Instant) -> Response {
+    tracing::warn!(uid = %error.uid, %error, "unreadable admission review");
+    metrics.record_review("invalid", started.elapsed().as_secs_f64(), None);
+    axum::Json(admission::invalid(error).to_review()).into_response()
+}
+
 /// The answer while no policy set is loaded yet (rare: only right after start).
 fn not_ready(state: &AppState, body: &[u8], started: Instant) -> Response {
     let uid = match admission::parse_review(body) {
         Ok(request) => request.uid,
-        Err(error) => {
-            state
-                .metrics
-                .record_review("invalid", started.elapsed().as_secs_f64(), None);
-            return axum::Json(admission::invalid(&error).to_review()).into_response();
-        }
+        Err(error) => return unreadable(&state.metrics, &error, started),
     };
     let message = "stsguard is still loading its policies; the review was not evaluated";
     tracing::warn!(%uid, message);

@@ -57,6 +57,11 @@ pub struct CertificateFiles {
 }
 
 impl CertificateFiles {
+    /// Both files' paths, certificate first.
+    pub fn paths(&self) -> [PathBuf; 2] {
+        [self.cert.clone(), self.key.clone()]
+    }
+
     /// Reads both files and checks that they belong together.
     pub fn load(&self) -> Result<Arc<CertifiedKey>, TlsError> {
         let read = |path: &Path| {

@@ -103,10 +103,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (generated.files, Some(generated.ca))
         }
     };
-    let certificate_versions = FileVersions::now([
-        certificate_files.cert.clone(),
-        certificate_files.key.clone(),
-    ]);
+    let certificate_versions = FileVersions::now(certificate_files.paths());
     let certificate = Arc::new(ReloadingCertificate::new(certificate_files)?);
 
     let mut engine_options = cache.engine_options();

@@ -24,7 +24,9 @@ pub struct Sandbox {
     context: CallContext,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+    /// What is left of the guest's log allowance, and what it was given.
     log_quota: LogQuota,
+    log_allowance: LogQuota,
 }
 
 impl Sandbox {
@@ -54,6 +56,7 @@ impl Sandbox {
             stdout,
             stderr,
             log_quota,
+            log_allowance: log_quota,
         }
     }
 
@@ -64,7 +67,7 @@ impl Sandbox {
         let line = match self.log_quota.admit(line) {
             Admitted::Line(line) => line,
             Admitted::QuotaJustUsedUp => {
-                let LogQuota { lines, bytes, .. } = LogQuota::PER_EVALUATION;
+                let LogQuota { lines, bytes, .. } = self.log_allowance;
                 tracing::warn!(
                     policy,
                     uid,
@@ -87,11 +90,11 @@ impl Sandbox {
 
     /// Writes what the guest printed to the host log, a line per event.
     pub fn flush_output(&mut self) {
-        for (stream, pipe) in [
-            ("stdout", self.stdout.clone()),
-            ("stderr", self.stderr.clone()),
-        ] {
-            let bytes = pipe.contents();
+        let printed = [
+            ("stdout", self.stdout.contents()),
+            ("stderr", self.stderr.contents()),
+        ];
+        for (stream, bytes) in printed {
             for line in String::from_utf8_lossy(&bytes).lines() {
                 self.log_line(Level::Info, line, Some(stream));
             }

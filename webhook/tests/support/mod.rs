@@ -87,10 +87,7 @@ impl TestServer {
         let config = Config::load(&config_path).unwrap();
         let policy_versions = FileVersions::now(reload::policy_inputs(&config_path, &config));
         let certificate = tls::self_signed(&dir.path().join("tls"), &["127.0.0.1".into()]).unwrap();
-        let certificate_versions = FileVersions::now([
-            certificate.files.cert.clone(),
-            certificate.files.key.clone(),
-        ]);
+        let certificate_versions = FileVersions::now(certificate.files.paths());
         let resolver = Arc::new(ReloadingCertificate::new(certificate.files.clone()).unwrap());
 
         let engine = engine();
