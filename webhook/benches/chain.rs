@@ -17,10 +17,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use stsguard_webhook::admission::{self, parse_review};
+use stsguard_webhook::admission;
 use stsguard_webhook::chain::{PolicySet, Selection};
 use stsguard_webhook::config::Config;
 use stsguard_webhook::engine::{Engine, EngineOptions};
+use stsguard_webhook::review::parse as parse_review;
 use stsguard_webhook::testing;
 
 /// The allocator the `stsguard` binary uses (see `src/main.rs`).
@@ -52,14 +53,15 @@ fn benchmarks(c: &mut Criterion) {
     let deadline = || Instant::now() + Duration::from_secs(10);
 
     // Sanity: the chain really mutates this object, so the benchmark measures work.
-    let (response, _) = admission::decide(&request, &policies, Selection::All, deadline());
+    let response = admission::decide(&request, &policies, Selection::All, deadline()).response;
     assert!(response.allowed && response.patch.is_some(), "{response:?}");
 
     c.bench_function("review/full-chain", |b| {
         b.iter(|| {
             let request = parse_review(black_box(review)).unwrap();
-            let (response, _) = admission::decide(&request, &policies, Selection::All, deadline());
-            black_box(serde_json::to_vec(&response.to_review()).unwrap())
+            let response =
+                admission::decide(&request, &policies, Selection::All, deadline()).response;
+            black_box(serde_json::to_vec(&response).unwrap())
         })
     });
     // The same on every core at once, timed by the wall clock: per review, this
@@ -75,9 +77,10 @@ fn benchmarks(c: &mut Criterion) {
                     scope.spawn(|| {
                         for _ in 0..per_thread {
                             let request = parse_review(black_box(review)).unwrap();
-                            let (response, _) =
-                                admission::decide(&request, &policies, Selection::All, deadline());
-                            black_box(serde_json::to_vec(&response.to_review()).unwrap());
+                            let response =
+                                admission::decide(&request, &policies, Selection::All, deadline())
+                                    .response;
+                            black_box(serde_json::to_vec(&response).unwrap());
                         }
                     });
                 }
@@ -88,18 +91,20 @@ fn benchmarks(c: &mut Criterion) {
     let update = compact(&format!(
         r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{UPDATE_REQUEST}}}"#
     ));
-    let (response, _) = admission::decide(
+    let response = admission::decide(
         &parse_review(update.as_bytes()).expect("the fixture is a valid request"),
         &policies,
         Selection::All,
         deadline(),
-    );
+    )
+    .response;
     assert!(response.allowed && response.patch.is_some(), "{response:?}");
     c.bench_function("review/full-chain-update", |b| {
         b.iter(|| {
             let request = parse_review(black_box(update.as_bytes())).unwrap();
-            let (response, _) = admission::decide(&request, &policies, Selection::All, deadline());
-            black_box(serde_json::to_vec(&response.to_review()).unwrap())
+            let response =
+                admission::decide(&request, &policies, Selection::All, deadline()).response;
+            black_box(serde_json::to_vec(&response).unwrap())
         })
     });
     for policy in policies.policies() {

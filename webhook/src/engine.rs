@@ -29,11 +29,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use stsguard_contract::{Target, Verdict};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-pub use bindings::stsguard::policy::types::{Field, Mutation};
-pub use bindings::{Metadata, Target, Verdict};
 pub use budget::MemoryBudget;
 pub use sandbox::LogQuota;
 use sandbox::Sandbox;
@@ -73,6 +72,20 @@ impl Default for EngineOptions {
             guest_memory_budget: DEFAULT_GUEST_MEMORY_BUDGET,
         }
     }
+}
+
+/// What a policy says about itself (WIT `metadata`), read once at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// Whether the policy may return a mutation.
+    pub mutating: bool,
+    /// The kinds it evaluates.
+    pub targets: Vec<Target>,
+    /// JSON Schema of its settings, as JSON text.
+    pub settings_schema: String,
 }
 
 /// Why the engine could not be created.
@@ -126,6 +139,15 @@ impl EvalError {
             Self::Trap(_) => "trap",
             Self::Policy(_) => "policy_error",
         }
+    }
+}
+
+/// A verdict the contract refuses (a mutation of the object's identity, a bad
+/// pointer, a mutation from a non-mutating policy) fails the evaluation like an
+/// error the policy returned.
+impl From<stsguard_contract::VerdictError> for EvalError {
+    fn from(error: stsguard_contract::VerdictError) -> Self {
+        Self::Policy(error.to_string())
     }
 }
 
@@ -250,28 +272,23 @@ impl Engine {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(root(&e)))?;
         let pre = bindings::PolicyPre::new(pre).map_err(|e| LoadError::Link(root(&e)))?;
-        let mut module = Module {
-            engine: self.clone(),
-            pre,
-            metadata: Metadata {
-                name: String::new(),
-                version: String::new(),
-                description: String::new(),
-                mutating: false,
-                targets: Vec::new(),
-                settings_schema: String::new(),
-            },
-        };
         let limits = Limits {
             timeout: Duration::from_secs(5),
             memory_bytes: 64 << 20,
         };
-        module.metadata = module
-            .call(&limits, &CallContext::default(), |policy, store| {
-                policy.call_metadata(store).map(Ok)
-            })
-            .map_err(|e| LoadError::Metadata(e.to_string()))?;
-        Ok(module)
+        let metadata = call(
+            self,
+            &pre,
+            &limits,
+            &CallContext::default(),
+            |policy, store| policy.call_metadata(store).map(Ok),
+        )
+        .map_err(|e| LoadError::Metadata(e.to_string()))?;
+        Ok(Module {
+            engine: self.clone(),
+            pre,
+            metadata: metadata.into(),
+        })
     }
 }
 
@@ -321,49 +338,59 @@ impl Module {
         self.call(limits, context, |policy, store| {
             policy.call_evaluate(store, request, object, settings)
         })
+        .map(Verdict::from)
     }
 
-    /// Runs `f` against a fresh instance in a fresh store with `limits`, and
-    /// turns every way it can fail into an [`EvalError`].
     fn call<R>(
         &self,
         limits: &Limits,
         context: &CallContext,
         f: impl FnOnce(&bindings::Policy, &mut Store<Sandbox>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, EvalError> {
-        let sandbox = Sandbox::new(
-            context.clone(),
-            limits.memory_bytes,
-            self.engine.budget.clone(),
-            LogQuota::PER_EVALUATION,
-        );
-        let mut store = Store::new(&self.engine.engine, sandbox);
-        store.limiter(|sandbox| &mut sandbox.limiter);
-        // The next tick may come at once, so one more tick than the timeout holds
-        // guarantees the policy gets at least its full time.
-        let ticks = limits.timeout.as_nanos().div_ceil(TICK.as_nanos()) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        let started = Instant::now();
-        let outcome = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|policy| f(&policy, &mut store));
-        store.data_mut().flush_output();
-        match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(message)) => Err(EvalError::Policy(message)),
-            Err(error) => {
-                if store.data().limiter.exceeded() {
-                    return Err(EvalError::MemoryLimit(limits.memory_bytes));
-                }
-                if store.data().limiter.budget_refused() {
-                    return Err(EvalError::MemoryBudget(self.engine.budget.limit()));
-                }
-                if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-                    return Err(EvalError::Timeout(started.elapsed().max(limits.timeout)));
-                }
-                Err(EvalError::Trap(root(&error)))
+        call(&self.engine, &self.pre, limits, context, f)
+    }
+}
+
+/// Runs `f` against a fresh instance of `pre` in a fresh store with `limits`, and
+/// turns every way it can fail into an [`EvalError`].
+fn call<R>(
+    engine: &Engine,
+    pre: &bindings::PolicyPre<Sandbox>,
+    limits: &Limits,
+    context: &CallContext,
+    f: impl FnOnce(&bindings::Policy, &mut Store<Sandbox>) -> wasmtime::Result<Result<R, String>>,
+) -> Result<R, EvalError> {
+    let sandbox = Sandbox::new(
+        context.clone(),
+        limits.memory_bytes,
+        engine.budget.clone(),
+        LogQuota::PER_EVALUATION,
+    );
+    let mut store = Store::new(&engine.engine, sandbox);
+    store.limiter(|sandbox| &mut sandbox.limiter);
+    // The next tick may come at once, so one more tick than the timeout holds
+    // guarantees the policy gets at least its full time.
+    let ticks = limits.timeout.as_nanos().div_ceil(TICK.as_nanos()) as u64 + 1;
+    store.set_epoch_deadline(ticks);
+    let started = Instant::now();
+    let outcome = pre
+        .instantiate(&mut store)
+        .and_then(|policy| f(&policy, &mut store));
+    store.data_mut().flush_output();
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(message)) => Err(EvalError::Policy(message)),
+        Err(error) => {
+            if store.data().limiter.exceeded() {
+                return Err(EvalError::MemoryLimit(limits.memory_bytes));
             }
+            if store.data().limiter.budget_refused() {
+                return Err(EvalError::MemoryBudget(engine.budget.limit()));
+            }
+            if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+                return Err(EvalError::Timeout(started.elapsed().max(limits.timeout)));
+            }
+            Err(EvalError::Trap(root(&error)))
         }
     }
 }

@@ -2,31 +2,40 @@
 //! follow best practice, with its rules written as sandboxed WebAssembly policy
 //! components.
 //!
-//! How a review flows through the crate:
+//! How a review flows through the crate, each layer using only the ones below:
 //!
 //! ```text
-//!  API server ──HTTPS──► server   (axum + rustls; /mutate, /healthz, /readyz, /metrics)
-//!                          │ bytes
+//!  API server ──HTTPS──► server     transport: axum + rustls; /mutate, /healthz, /readyz, /metrics
+//!                          │ bytes, on an evaluation thread
 //!                          ▼
-//!                       admission::parse_review ──► ReviewRequest (raw JSON kept whole)
+//!                       review      wire format: parse ──► ReviewRequest (raw JSON kept whole);
+//!                          │                     Response (serializes itself as the AdmissionReview)
+//!                          ▼
+//!                       admission   the decision: decide(request, policies) ──► Response
 //!                          │
 //!                          ▼
-//!                       admission::decide ──► chain::PolicySet::evaluate
-//!                          │                    │ for each policy, in order:
-//!                          │                    ├─► engine::Module::evaluate (fresh wasm instance)
-//!                          │                    └─► mutation::apply (values or object → checked copy)
+//!                       chain       load (compile, settings) | evaluate: one step per policy
+//!                          │          ├─► engine: a fresh wasm instance per evaluation
+//!                          │          └─► stsguard_contract: the mutation step, identity rule, texts
 //!                          ▼
-//!                       Response (allowed / denied, JSONPatch = diff(original, final), warnings)
+//!                       ChainOutcome: PolicyRuns ──► warnings, denial, audit annotations, metrics
 //! ```
 //!
-//! Around that path: [`config`] reads the YAML configuration, [`builtin`] holds
-//! the embedded built-in policies, [`reload`] swaps in changed policies and
-//! certificates without a restart, [`tls`] serves (and can generate) the
-//! certificate, [`metrics`] exposes Prometheus counters, and [`cli`] is the
-//! `stsguard` command line (`serve`, `eval`, `policies`, `bench`).
+//! [`server::start`] is the one way to start the whole webhook (certificate,
+//! engine, first policy load as the first reload, watchers, listener, graceful
+//! shutdown); `stsguard serve`, `stsguard bench` and the tests all use it.
+//! Around the path: [`config`] reads the YAML configuration, [`builtin`] holds
+//! the embedded built-in policies, `reload` swaps in changed policies and
+//! certificates, [`tls`] serves (and can generate) the certificate, `metrics`
+//! exposes Prometheus counters, and [`cli`] is the `stsguard` command line.
 //!
-//! Errors: library modules return `thiserror` enums that say what to do; only
-//! [`cli`], the application layer, uses `anyhow` to add context for the user.
+//! The rules a policy's verdict is held to — how a mutation is applied, which
+//! fields are the object's identity, every text and limit the user reads — are
+//! not here but in `stsguard-contract`, which the policy SDK's test harness
+//! uses too.
+//!
+//! Errors: see the README, "Errors". Library modules return `thiserror` enums
+//! whose message says what to do; only [`cli`] uses `anyhow`.
 
 pub mod admission;
 pub mod builtin;
@@ -34,10 +43,10 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod engine;
-pub mod evaluators;
-pub mod metrics;
-pub mod mutation;
-pub mod reload;
+mod evaluators;
+mod metrics;
+mod reload;
+pub mod review;
 pub mod server;
 pub mod tls;
 

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::chain::PolicySet;
+use tokio::sync::watch;
+
+use crate::chain::{LoadError, PolicySet};
 use crate::config::{Config, ModuleSource};
 use crate::engine::Engine;
 use crate::server::{AppState, Served};
@@ -43,11 +45,11 @@ impl Fingerprint {
 /// being read (a Secret or ConfigMap updated during a slow start) is then seen at
 /// the first poll, instead of becoming the baseline and being missed.
 #[derive(Debug, Default)]
-pub struct FileVersions(Vec<(PathBuf, Fingerprint)>);
+pub(crate) struct FileVersions(Vec<(PathBuf, Fingerprint)>);
 
 impl FileVersions {
     /// The files' versions now.
-    pub fn now(paths: impl IntoIterator<Item = PathBuf>) -> Self {
+    pub(crate) fn now(paths: impl IntoIterator<Item = PathBuf>) -> Self {
         let mut versions = Self::default();
         versions.watch(paths);
         versions
@@ -56,7 +58,7 @@ impl FileVersions {
     /// Watches exactly `paths` from now on: a file already watched keeps the
     /// version last seen (so a change not yet acted on is not lost), a new one is
     /// recorded now, one no longer named is dropped.
-    pub fn watch(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
+    pub(crate) fn watch(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
         let mut old = std::mem::take(&mut self.0);
         for path in paths {
             if self.0.iter().any(|(seen, _)| *seen == path) {
@@ -85,7 +87,7 @@ impl FileVersions {
 }
 
 /// The files a policy configuration depends on.
-pub fn policy_inputs(config_path: &Path, config: &Config) -> Vec<PathBuf> {
+pub(crate) fn policy_inputs(config_path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut paths = vec![config_path.to_path_buf()];
     for policy in &config.policies {
         if let ModuleSource::File(path) = &policy.module {
@@ -95,26 +97,90 @@ pub fn policy_inputs(config_path: &Path, config: &Config) -> Vec<PathBuf> {
     paths
 }
 
-/// Loads a config's policy set (slow on a compilation-cache miss).
-pub fn load_served(engine: &Engine, config: &Config) -> Result<Served, crate::chain::LoadError> {
-    Ok(Served {
-        policies: PolicySet::load(engine, config)?,
-        request_timeout: config.request_timeout,
-        max_request_bytes: config.max_request_bytes.0 as usize,
+/// Loads a config's policy set (slow on a compilation-cache miss) on a blocking
+/// thread.
+async fn load_served(engine: &Engine, config: &Config) -> Result<Served, FirstLoadError> {
+    let (engine, config) = (engine.clone(), config.clone());
+    let loaded = tokio::task::spawn_blocking(move || {
+        Ok::<_, LoadError>(Served {
+            policies: PolicySet::load(&engine, &config)?,
+            request_timeout: config.request_timeout,
+            max_request_bytes: config.max_request_bytes.0 as usize,
+        })
     })
+    .await;
+    match loaded {
+        Ok(Ok(served)) => Ok(served),
+        Ok(Err(error)) => Err(FirstLoadError::Load(error)),
+        Err(error) => Err(FirstLoadError::Panicked(error.to_string())),
+    }
 }
 
-/// Polls the config file and the modules it names; reloads the policy set when
-/// any of them changes. `versions` are those of [`policy_inputs`] from before
-/// `initial` and its modules were read. Runs until the task is dropped.
-pub async fn watch_policies(
+/// Why the first policy set could not be served: the server stops with it.
+#[derive(Debug, thiserror::Error)]
+pub enum FirstLoadError {
+    #[error("could not load the policies: {0}")]
+    Load(LoadError),
+    #[error("loading the policies failed: {0}")]
+    Panicked(String),
+}
+
+/// How the first policy load went, for whoever waits for it.
+#[derive(Debug, Clone)]
+pub(crate) enum FirstLoad {
+    Pending,
+    /// Served, with this many policies.
+    Ready(usize),
+    Failed(Arc<FirstLoadError>),
+}
+
+/// Where the policy set comes from.
+#[derive(Debug)]
+pub(crate) struct PolicySource {
+    /// The config file, polled with the modules it names; `None` serves the
+    /// built-ins and never reloads.
+    pub(crate) path: Option<PathBuf>,
+    /// The config as read at start-up.
+    pub(crate) config: Config,
+    /// The versions of [`policy_inputs`] from before `config` and its modules
+    /// were read.
+    pub(crate) versions: FileVersions,
+}
+
+/// Serves the policy set of `source` and keeps it current: the first load is
+/// the first reload, its result goes to `first`; after that the config file and
+/// the modules it names are polled every `reloadInterval` and a changed set is
+/// swapped in once it loads completely. Runs until the task is dropped, or
+/// returns when the first load fails or there is nothing to watch.
+pub(crate) async fn serve_policies(
     engine: Engine,
     state: AppState,
-    config_path: PathBuf,
-    initial: Config,
-    mut versions: FileVersions,
+    source: PolicySource,
+    first: watch::Sender<FirstLoad>,
 ) {
-    let mut config = initial;
+    let PolicySource {
+        path,
+        mut config,
+        mut versions,
+    } = source;
+    let started = std::time::Instant::now();
+    match load_served(&engine, &config).await {
+        Ok(served) => {
+            let count = served.policies.policies().len();
+            state.serve(served);
+            tracing::info!(
+                policies = count,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "ready"
+            );
+            first.send_replace(FirstLoad::Ready(count));
+        }
+        Err(error) => {
+            first.send_replace(FirstLoad::Failed(Arc::new(error)));
+            return;
+        }
+    }
+    let Some(path) = path else { return };
     let mut ticker = tokio::time::interval(config.reload_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -122,7 +188,7 @@ pub async fn watch_policies(
         if !versions.changed() {
             continue;
         }
-        let new_config = match Config::load(&config_path) {
+        let new_config = match Config::load(&path) {
             Ok(new_config) => new_config,
             Err(error) => {
                 tracing::error!(%error, "the changed config was not applied; still serving the previous policies");
@@ -132,30 +198,23 @@ pub async fn watch_policies(
         };
         // The new config may name other module files: watch those from now on,
         // recorded before the load below reads them.
-        versions.watch(policy_inputs(&config_path, &new_config));
+        versions.watch(policy_inputs(&path, &new_config));
         if new_config.listen != config.listen || new_config.tls != config.tls {
             tracing::warn!("`listen` and `tls` changes take effect after a restart");
         }
         if new_config.reload_interval != config.reload_interval {
             ticker = tokio::time::interval(new_config.reload_interval);
         }
-        let engine = engine.clone();
-        let candidate = new_config.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_served(&engine, &candidate)).await;
-        match loaded {
-            Ok(Ok(served)) => {
+        match load_served(&engine, &new_config).await {
+            Ok(served) => {
                 let count = served.policies.policies().len();
                 state.serve(served);
                 state.metrics.record_reload("policies", true);
-                tracing::info!(policies = count, config = %config_path.display(), "reloaded policies");
+                tracing::info!(policies = count, config = %path.display(), "reloaded policies");
                 config = new_config;
             }
-            Ok(Err(error)) => {
-                tracing::error!(%error, "the changed policies were not applied; still serving the previous ones");
-                state.metrics.record_reload("policies", false);
-            }
             Err(error) => {
-                tracing::error!(%error, "loading the changed policies failed");
+                tracing::error!(%error, "the changed policies were not applied; still serving the previous ones");
                 state.metrics.record_reload("policies", false);
             }
         }
@@ -165,7 +224,7 @@ pub async fn watch_policies(
 /// Polls the certificate and key files; swaps in the new certificate when they
 /// change and load, and keeps the old one (with an error in the log) otherwise.
 /// `versions` are the files' from before `certificate` read them.
-pub async fn watch_certificate(
+pub(crate) async fn watch_certificate(
     certificate: Arc<ReloadingCertificate>,
     state: AppState,
     interval: Duration,

@@ -1,4 +1,5 @@
-//! The HTTPS server: routes, handlers, and the accept loop.
+//! The HTTPS server: routes, handlers, the accept loop, and the one entry point
+//! that starts the whole webhook ([`start`]).
 //!
 //! ```text
 //!   TCP ─► rustls (h2 / http1.1) ─► hyper ─► axum Router
@@ -8,18 +9,25 @@
 //! ```
 //!
 //! Handlers are thin: they read the body and queue the bytes for a fixed pool of
-//! evaluation threads ([`evaluators`](crate::evaluators)), which parse them into
-//! a [`ReviewRequest`](crate::admission::ReviewRequest) and run
-//! [`admission::decide`], because a policy is synchronous CPU work that may run
-//! up to its timeout. The pool's size bounds how many evaluations run at once
-//! (and so the engine's instance slots); a review waiting in the queue still
-//! counts against its deadline, and one that runs out of time is answered by its
-//! policies' failurePolicy, never left hanging.
+//! evaluation threads ([`evaluators`](crate::evaluators)), which parse them
+//! ([`review::parse`]) and run [`admission::decide`], because a policy is
+//! synchronous CPU work that may run up to its timeout. The pool's size bounds
+//! how many evaluations run at once (and so the engine's instance slots); a
+//! review waiting in the queue still counts against its deadline, and one that
+//! runs out of time is answered by its policies' failurePolicy, never left
+//! hanging.
 //!
-//! A parseable review is always answered with an AdmissionReview, never a 5xx: an
-//! unreadable one gets `allowed: false` with code 400 and the reason.
+//! A parseable review is always answered with an AdmissionReview, never a 5xx:
+//! an unreadable one gets `allowed: false` with code 400 and the reason; one
+//! whose evaluation panicked gets code 500, its uid echoed, the details in the
+//! log.
+
+mod start;
+
+pub use start::{Certificate, Options, Running, StartError, start};
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +50,7 @@ use crate::chain::{PolicySet, Selection};
 use crate::config;
 use crate::evaluators::Evaluators;
 use crate::metrics::Metrics;
+use crate::review::{self, InvalidReview};
 
 /// How long connections may stall, and how dead peers are found.
 #[derive(Debug, Clone, Copy)]
@@ -75,24 +84,24 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// What a review is checked against; replaced as a whole on reload.
 #[derive(Debug)]
-pub struct Served {
-    pub policies: PolicySet,
-    pub request_timeout: Duration,
-    pub max_request_bytes: usize,
+pub(crate) struct Served {
+    pub(crate) policies: PolicySet,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_request_bytes: usize,
 }
 
 /// The server's state: cheap to clone, shared by every handler.
 #[derive(Clone, Debug)]
 pub struct AppState {
     served: watch::Sender<Option<Arc<Served>>>,
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     evaluators: Evaluators,
 }
 
 impl AppState {
     /// State with no policy set yet: `/readyz` says not ready and reviews wait
     /// (within their deadline) until [`AppState::serve`] is called.
-    pub fn new(metrics: Arc<Metrics>, max_concurrent_evaluations: usize) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>, max_concurrent_evaluations: usize) -> Self {
         Self {
             served: watch::Sender::new(None),
             metrics,
@@ -101,14 +110,14 @@ impl AppState {
     }
 
     /// Swaps in a new policy set. Reviews already running finish on the old one.
-    pub fn serve(&self, served: Served) {
+    pub(crate) fn serve(&self, served: Served) {
         self.metrics
             .policies_loaded
             .set(served.policies.policies().len() as i64);
         self.served.send_replace(Some(Arc::new(served)));
     }
 
-    pub fn current(&self) -> Option<Arc<Served>> {
+    pub(crate) fn current(&self) -> Option<Arc<Served>> {
         self.served.borrow().clone()
     }
 
@@ -126,8 +135,8 @@ impl AppState {
     }
 }
 
-/// The routes, without transport: tests call it with `oneshot`.
-pub fn router(state: AppState) -> Router {
+/// The routes, without transport.
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/mutate", post(mutate_all))
         .route("/mutate/{policy}", post(mutate_one))
@@ -196,10 +205,13 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
     // Waiting in the queue uses up the deadline; if it runs out, the chain sees
     // no time left and each policy's failurePolicy decides.
     let metrics = state.metrics.clone();
+    // Kept to name the review in the answer should the pool be gone (cheap: a
+    // reference count).
+    let bytes_for_uid = bytes.clone();
     let evaluation = state
         .evaluators
         .run(move || {
-            decide(
+            answer(
                 &metrics,
                 &served,
                 only.as_deref(),
@@ -210,12 +222,12 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
         })
         .await;
     evaluation.unwrap_or_else(|error| {
-        tracing::error!(%error, "the evaluation task failed");
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error; see the stsguard log\n",
-        )
-            .into_response()
+        tracing::error!(%error, "the evaluation pool is gone");
+        let uid = review::parse(&bytes_for_uid).map(|request| request.uid);
+        match uid {
+            Ok(uid) => internal_error(&state.metrics, &uid, started),
+            Err(error) => unreadable(&state.metrics, &error, started),
+        }
     })
 }
 
@@ -269,7 +281,7 @@ async fn read_body(
 /// Parses, decides, records and answers one review, on an evaluation thread. All
 /// of it on one thread: the review's JSON is allocated and freed there, and a free
 /// from another thread costs the allocator more (it showed up under load).
-fn decide(
+fn answer(
     metrics: &Metrics,
     served: &Served,
     only: Option<&str>,
@@ -277,7 +289,7 @@ fn decide(
     deadline: Instant,
     started: Instant,
 ) -> Response {
-    let request = match admission::parse_review(body) {
+    let request = match review::parse(body) {
         Ok(request) => request,
         Err(error) => return unreadable(metrics, &error, started),
     };
@@ -287,60 +299,74 @@ fn decide(
         kind = %request.kind.kind,
         namespace = %request.namespace,
         name = %request.name,
-        operation = ?request.operation,
+        operation = request.operation.as_str(),
     );
     let _span = span.enter();
     let selection = only.map_or(Selection::All, Selection::Only);
-    let (response, outcome) = admission::decide(&request, &served.policies, selection, deadline);
-    let outcome_label = match (&response.allowed, &response.patch) {
-        (false, _) => "denied",
-        (true, Some(_)) => "patched",
-        (true, None) => "allowed",
+    // A panic is a bug in stsguard, not in a policy (a policy's trap is an
+    // error value): the review still gets an answer that names it.
+    let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        admission::decide(&request, &served.policies, selection, deadline)
+    }));
+    let decision = match decided {
+        Ok(decision) => decision,
+        Err(panic) => {
+            let panic = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(%panic, "the evaluation panicked");
+            return internal_error(metrics, &request.uid, started);
+        }
     };
     let elapsed = started.elapsed();
-    metrics.record_review(outcome_label, elapsed.as_secs_f64(), Some(&outcome));
-    let denial = response
-        .status
-        .as_ref()
-        .map(|(_, message)| message.as_str());
+    let label = decision.label();
+    metrics.record_review(label, elapsed.as_secs_f64(), Some(&decision.outcome));
+    let response = decision.response;
     tracing::info!(
-        outcome = outcome_label,
+        outcome = label,
         dry_run = request.dry_run,
         warnings = response.warnings.len(),
         elapsed_us = elapsed.as_micros() as u64,
-        denial,
+        denial = response
+            .status
+            .as_ref()
+            .map(|status| status.message.as_str()),
         "reviewed"
     );
-    axum::Json(response.to_review()).into_response()
+    axum::Json(response).into_response()
 }
 
 /// The answer to a body that is not a usable AdmissionReview.
-fn unreadable(metrics: &Metrics, error: &admission::InvalidReview, started: Instant) -> Response {
+fn unreadable(metrics: &Metrics, error: &InvalidReview, started: Instant) -> Response {
     tracing::warn!(uid = %error.uid, %error, "unreadable admission review");
     metrics.record_review("invalid", started.elapsed().as_secs_f64(), None);
-    axum::Json(admission::invalid(error).to_review()).into_response()
+    axum::Json(review::Response::invalid(error)).into_response()
+}
+
+/// The answer to a review whose evaluation failed inside stsguard.
+fn internal_error(metrics: &Metrics, uid: &str, started: Instant) -> Response {
+    metrics.record_review("error", started.elapsed().as_secs_f64(), None);
+    let message = format!(
+        "stsguard failed while evaluating this review (a bug; please report it); the \
+         stsguard log has details under uid {uid}"
+    );
+    axum::Json(review::Response::unavailable(uid, 500, message)).into_response()
 }
 
 /// The answer while no policy set is loaded yet (rare: only right after start).
 fn not_ready(state: &AppState, body: &[u8], started: Instant) -> Response {
-    let uid = match admission::parse_review(body) {
+    let uid = match review::parse(body) {
         Ok(request) => request.uid,
         Err(error) => return unreadable(&state.metrics, &error, started),
     };
     let message = "stsguard is still loading its policies; the review was not evaluated";
     tracing::warn!(%uid, message);
-    let response = admission::Response {
-        uid,
-        allowed: false,
-        status: Some((503, message.into())),
-        patch: None,
-        warnings: Vec::new(),
-        audit_annotations: Default::default(),
-    };
     state
         .metrics
         .record_review("denied", started.elapsed().as_secs_f64(), None);
-    axum::Json(response.to_review()).into_response()
+    axum::Json(review::Response::unavailable(uid, 503, message)).into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -369,7 +395,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// Serves `router` over TLS on `listener` until `shutdown` completes, then stops
 /// accepting and lets in-flight requests finish (up to [`DRAIN_TIMEOUT`]).
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,

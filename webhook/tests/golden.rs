@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stsguard_webhook::admission::{self, parse_review};
+use stsguard_webhook::admission::{self, Decision};
 use stsguard_webhook::chain::{PolicySet, Selection};
 use stsguard_webhook::config::Config;
+use stsguard_webhook::review::{self, ReviewRequest};
 
 fn scenarios() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/fixtures/golden");
@@ -33,10 +34,10 @@ fn scenarios() -> Vec<PathBuf> {
     dirs
 }
 
-fn review(request: &Value) -> admission::ReviewRequest {
+fn review(request: &Value) -> ReviewRequest {
     let body =
         json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request});
-    parse_review(&serde_json::to_vec(&body).unwrap()).unwrap()
+    review::parse(&serde_json::to_vec(&body).unwrap()).unwrap()
 }
 
 fn read_json(path: &Path) -> Value {
@@ -54,14 +55,14 @@ fn built_in_chain_matches_every_golden_scenario_as_wasm() {
     for dir in scenarios() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let request = read_json(&dir.join("request.json"));
-        let (response, outcome) =
+        let Decision { response, outcome } =
             admission::decide(&review(&request), &policies, Selection::All, deadline());
         if dir.join("denied.txt").is_file() {
             let expected = std::fs::read_to_string(dir.join("denied.txt")).unwrap();
             let message = response
                 .status
                 .as_ref()
-                .map(|(_, m)| m.clone())
+                .map(|status| status.message.clone())
                 .unwrap_or_default();
             if response.allowed || !message.contains(expected.trim()) {
                 failures.push(format!(
@@ -75,7 +76,10 @@ fn built_in_chain_matches_every_golden_scenario_as_wasm() {
             failures.push(format!("{name}: denied: {:?}", response.status));
             continue;
         }
-        let patched = support::apply_patch(&request["object"], &response.to_review()["response"]);
+        let patched = support::apply_patch(
+            &request["object"],
+            &serde_json::to_value(&response).unwrap()["response"],
+        );
         if patched != expected {
             failures.push(format!(
                 "{name}: the patched object differs from expected.json\n got: {patched}\nwant: {expected}"
@@ -89,7 +93,8 @@ fn built_in_chain_matches_every_golden_scenario_as_wasm() {
         // Idempotent: the chain's own output, submitted again, changes nothing.
         let mut again = request.clone();
         again["object"] = expected.clone();
-        let (second, _) = admission::decide(&review(&again), &policies, Selection::All, deadline());
+        let second =
+            admission::decide(&review(&again), &policies, Selection::All, deadline()).response;
         if !second.allowed || second.patch.is_some() {
             failures.push(format!("{name}: not idempotent: {second:?}"));
         }

@@ -25,55 +25,10 @@ pub fn set(target: &mut Value, pointer: &str, value: impl Serialize) -> Result<(
     set_value(target, pointer, serde_json::to_value(value)?)
 }
 
-/// [`set`] with a value that is already JSON.
+/// [`set`] with a value that is already JSON: the host's own rules
+/// (`stsguard_contract::mutation::set`).
 pub(crate) fn set_value(target: &mut Value, pointer: &str, value: Value) -> Result<(), Error> {
-    let Some(tokens) = pointer.strip_prefix('/') else {
-        return if pointer.is_empty() {
-            *target = value;
-            Ok(())
-        } else {
-            Err(Error::new(format!(
-                "JSON pointer {pointer:?} must start with '/'"
-            )))
-        };
-    };
-    let mut tokens = tokens
-        .split('/')
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .peekable();
-    let mut here = target;
-    while let Some(token) = tokens.next() {
-        let last = tokens.peek().is_none();
-        if here.is_null() {
-            *here = Value::Object(serde_json::Map::new());
-        }
-        here = match here {
-            Value::Object(map) => {
-                if last {
-                    map.insert(token, value);
-                    return Ok(());
-                }
-                map.entry(token).or_insert(Value::Null)
-            }
-            Value::Array(items) => {
-                // RFC 6901 indexes, as the host reads them: digits, no leading zero.
-                let canonical = token.bytes().all(|b| b.is_ascii_digit())
-                    && (token == "0" || !token.starts_with('0'));
-                let index = token
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&i| canonical && i < items.len())
-                    .ok_or_else(|| Error::new(format!("{pointer}: no array element {token}")))?;
-                if last {
-                    items[index] = value;
-                    return Ok(());
-                }
-                &mut items[index]
-            }
-            _ => return Err(Error::new(format!("{pointer}: {token} is inside a scalar"))),
-        };
-    }
-    unreachable!("a pointer with '/' has at least one token")
+    stsguard_contract::mutation::set(target, pointer, value).map_err(|e| Error::new(e.to_string()))
 }
 
 /// A missing or `null` value as the type's default, the way k8s-openapi reads
@@ -119,13 +74,13 @@ mod tests {
             set(&mut v, "/a/1", 2)
                 .unwrap_err()
                 .to_string()
-                .contains("no array element 1")
+                .contains("not an element of an array of 1")
         );
         assert!(
             set(&mut v, "/s/t", 2)
                 .unwrap_err()
                 .to_string()
-                .contains("inside a scalar")
+                .contains("inside a value that is not an object")
         );
         assert!(set(&mut v, "a", 2).is_err());
         for index in ["00", "+0", "-", ""] {

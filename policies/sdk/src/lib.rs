@@ -210,6 +210,7 @@ macro_rules! export_policy {
                     $crate::runtime::String,
                 > {
                     $crate::runtime::evaluate::<$policy>(&request, object, &settings)
+                        .map(::core::convert::Into::into)
                 }
             }
 

@@ -8,27 +8,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use stsguard_contract::GroupVersionKind;
+
 use crate::Error;
 
-/// What the user is doing to the object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Operation {
-    /// The object is being created; `oldObject` is absent.
-    Create,
-    /// The object is being replaced or patched; `oldObject` is the stored one.
-    Update,
-    /// The object is being deleted. Never passed to [`Policy::evaluate`](crate::Policy::evaluate).
-    Delete,
-    /// A connect request (e.g. `pods/exec`). Never passed to a policy either.
-    Connect,
-}
-
-impl Operation {
-    pub(crate) fn has_object(self) -> bool {
-        matches!(self, Self::Create | Self::Update)
-    }
-}
+pub use stsguard_contract::Operation;
 
 /// The parts of the AdmissionRequest JSON the SDK reads; the rest is skipped.
 #[derive(Deserialize)]
@@ -51,20 +35,14 @@ pub(crate) struct Wire {
     user_info: UserInfo,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct GroupVersionKind {
-    #[serde(default)]
-    group: String,
-    version: String,
-    kind: String,
-}
-
 #[derive(Deserialize, Default)]
 struct UserInfo {
     #[serde(default)]
     username: String,
 }
 
+/// Whether a request for `gvk` is for the policy's object type `K` (the one
+/// target the SDK derives from it, with no wildcards).
 pub(crate) fn matches_kind<K: Resource>(gvk: &GroupVersionKind) -> bool {
     gvk.group == K::GROUP && gvk.version == K::VERSION && gvk.kind == K::KIND
 }

@@ -5,6 +5,8 @@
 
 pub use std::string::String;
 
+use stsguard_contract as contract;
+
 use crate::request::{Wire, matches_kind};
 use crate::verdict::discard;
 use crate::{Policy, Request, settings};
@@ -49,11 +51,14 @@ pub fn validate_settings<P: Policy>(settings: &str) -> Result<(), String> {
 }
 
 /// The `evaluate` export: `request` without its `object`, which is `object`.
+/// The host checks what it returns by the contract's rules (a mutation of a
+/// policy that declares `mutating: false`, of the object's identity, at a bad
+/// pointer fails the evaluation); [`testing`](crate::testing) applies the same.
 pub fn evaluate<P: Policy>(
     request: &str,
     object: String,
     settings: &str,
-) -> Result<bindings::Verdict, String> {
+) -> Result<contract::Verdict, String> {
     let settings: P::Settings = settings::parse(settings).map_err(|e| e.to_string())?;
     let wire: Wire = serde_json::from_str(request)
         .map_err(|e| format!("cannot read the AdmissionRequest: {e}"))?;
@@ -74,22 +79,36 @@ pub fn evaluate<P: Policy>(
     if let Some(error) = request.object_error() {
         return Err(error.to_string());
     }
-    let verdict = verdict.into_wit(&mut request)?;
+    let verdict = verdict.into_contract(&mut request)?;
     discard((request, settings));
-    if verdict.mutation.is_some() && !P::METADATA.mutating {
-        return Err(format!(
-            "policy `{}` declares `mutating: false` but returned a mutation",
-            P::METADATA.name
-        ));
-    }
     Ok(verdict)
 }
 
-fn allow_untouched() -> bindings::Verdict {
-    bindings::Verdict {
+fn allow_untouched() -> contract::Verdict {
+    contract::Verdict {
         allowed: true,
         message: None,
         warnings: Vec::new(),
         mutation: None,
+    }
+}
+
+impl From<contract::Verdict> for bindings::Verdict {
+    fn from(verdict: contract::Verdict) -> Self {
+        use bindings::stsguard::policy::types::{Field, Mutation};
+        Self {
+            allowed: verdict.allowed,
+            message: verdict.message,
+            warnings: verdict.warnings,
+            mutation: verdict.mutation.map(|mutation| match mutation {
+                contract::Mutation::Object(text) => Mutation::Object(text),
+                contract::Mutation::Set(fields) => Mutation::Set(
+                    fields
+                        .into_iter()
+                        .map(|contract::Field { pointer, value }| Field { pointer, value })
+                        .collect(),
+                ),
+            }),
+        }
     }
 }

@@ -2,8 +2,12 @@
 //! does) on fixture AdmissionRequests with plain `cargo test`, no WebAssembly.
 //!
 //! The harness goes through the same entry points as the component exports —
-//! the request and settings as JSON text in, a WIT verdict out — so a test sees
-//! exactly what the host would see, minus the ABI.
+//! the request and settings as JSON text in, a verdict out — and applies the
+//! verdict with the host's own code (`stsguard-contract`): a mutation the server
+//! would refuse (a changed name or uid, a bad pointer, a mutation from a policy
+//! that says it does not mutate) fails here with the server's message, and
+//! warnings and denials read exactly as the server sends them. What is left out
+//! is the ABI.
 //!
 //! ```no_run
 //! # struct MyPolicy;
@@ -25,14 +29,15 @@
 //! assert_eq!(outcome.object_after(&request)["spec"]["podManagementPolicy"], "Parallel");
 //! ```
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
+use stsguard_contract::text::{self, ObjectName};
 
-use crate::runtime::bindings::stsguard::policy::types::Mutation;
 use crate::runtime::{self, bindings};
-use crate::{Policy, json, settings};
+use crate::{Policy, settings};
 
 /// What one policy returned, as the host receives it.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +46,8 @@ pub struct Outcome {
     pub allowed: bool,
     /// The denial message.
     pub message: Option<String>,
-    /// The warnings, without the host's `stsguard/<policy>: ` prefix.
+    /// The warnings as the policy returned them, without the host's
+    /// `stsguard/<policy>: ` prefix ([`Chain`] shows them as the host sends them).
     pub warnings: Vec<String>,
     /// The object after the policy's mutation, applied as the host applies it;
     /// `None` when the policy changed nothing.
@@ -67,7 +73,7 @@ impl Outcome {
 pub fn evaluate<P: Policy>(request: &Value, settings: &Value) -> Result<Outcome, String> {
     let (rest, object) = wit_arguments(request);
     let verdict = runtime::evaluate::<P>(&rest, object, &settings.to_string())?;
-    outcome(verdict, &request["object"])
+    outcome(verdict, P::METADATA.mutating, &request["object"])
 }
 
 /// Checks settings as the host does when it loads the configuration.
@@ -91,33 +97,26 @@ fn wit_arguments(request: &Value) -> (String, String) {
     (rest.to_string(), object)
 }
 
-/// The verdict as the host sees it: the mutation applied to `object`. A mutation
-/// the host would refuse is the policy's error here too.
-fn outcome(verdict: bindings::Verdict, object: &Value) -> Result<Outcome, String> {
-    let mutated_object = match verdict.mutation {
-        None => None,
-        Some(Mutation::Object(text)) => {
-            let mutated: Value = serde_json::from_str(&text)
-                .map_err(|e| format!("returned a mutated object that is not JSON: {e}"))?;
-            Some(mutated)
-        }
-        Some(Mutation::Set(fields)) => {
-            let mut mutated = object.clone();
-            for field in fields {
-                let value: Value = serde_json::from_str(&field.value).map_err(|e| {
-                    format!("set {:?} to a value that is not JSON: {e}", field.pointer)
-                })?;
-                json::set_value(&mut mutated, &field.pointer, value)
-                    .map_err(|e| format!("set {:?}: {e}", field.pointer))?;
-            }
-            Some(mutated)
-        }
-    };
+/// The verdict as the host sees it: the mutation applied to `object` by the
+/// host's own step. A verdict the host would refuse is the policy's error here
+/// too, with the host's message.
+fn outcome(
+    verdict: stsguard_contract::Verdict,
+    mutating: bool,
+    object: &Value,
+) -> Result<Outcome, String> {
+    let mut after = Cow::Borrowed(object);
+    let applied = verdict
+        .apply(mutating, &mut after)
+        .map_err(|error| error.to_string())?;
     Ok(Outcome {
-        allowed: verdict.allowed,
-        message: verdict.message,
-        warnings: verdict.warnings,
-        mutated_object: mutated_object.filter(|mutated| mutated != object),
+        allowed: applied.allowed,
+        message: applied.message,
+        warnings: applied.warnings,
+        mutated_object: match after {
+            Cow::Owned(mutated) if applied.changed => Some(mutated),
+            _ => None,
+        },
     })
 }
 
@@ -186,17 +185,18 @@ pub fn with_object(request: &Value, object: Value) -> Value {
     request
 }
 
-type EvaluateFn = fn(&str, String, &str) -> Result<bindings::Verdict, String>;
+type EvaluateFn = fn(&str, String, &str) -> Result<stsguard_contract::Verdict, String>;
 
 struct Step {
     name: &'static str,
+    mutating: bool,
     evaluate: EvaluateFn,
     settings: String,
 }
 
 /// Policies run in order, as the host runs its configured chain in `enforce`
 /// mode: each sees the object as the ones before left it; the first denial
-/// stops the chain; warnings carry the host's `stsguard/<policy>: ` prefix.
+/// stops the chain; warnings and the denial read as the host sends them.
 #[derive(Default)]
 pub struct Chain {
     steps: Vec<Step>,
@@ -207,7 +207,8 @@ pub struct Chain {
 pub struct ChainOutcome {
     /// The denial as the user reads it: `policy <p> denied <Kind> <ns>/<name>: <message>`.
     pub denial: Option<String>,
-    /// All warnings, prefixed with `stsguard/<policy>: `.
+    /// All warnings as the host sends them: prefixed with `stsguard/<policy>: `,
+    /// one line each, cut to the host's limits, without repeats.
     pub warnings: Vec<String>,
     /// The object after the chain (the request's own when nothing changed).
     pub object: Value,
@@ -228,6 +229,7 @@ impl Chain {
         }
         self.steps.push(Step {
             name: P::METADATA.name,
+            mutating: P::METADATA.mutating,
             evaluate: runtime::evaluate::<P>,
             settings,
         });
@@ -239,27 +241,18 @@ impl Chain {
         let mut request = request.clone();
         let mut warnings = Vec::new();
         for step in &self.steps {
+            let failed = |e: String| format!("policy `{}` failed: {e}", step.name);
             let (rest, object) = wit_arguments(&request);
-            let verdict = (step.evaluate)(&rest, object, &step.settings)
-                .map_err(|e| format!("policy `{}` failed: {e}", step.name))?;
-            let outcome = outcome(verdict, &request["object"])
-                .map_err(|e| format!("policy `{}` failed: {e}", step.name))?;
-            warnings.extend(
-                outcome
-                    .warnings
-                    .iter()
-                    .map(|w| format!("stsguard/{}: {w}", step.name)),
+            let verdict = (step.evaluate)(&rest, object, &step.settings).map_err(failed)?;
+            let outcome = outcome(verdict, step.mutating, &request["object"]).map_err(failed)?;
+            text::add_warnings(
+                &mut warnings,
+                &text::warning_prefix(step.name, false),
+                outcome.warnings,
             );
             if !outcome.allowed {
-                let object = &request["object"];
-                let denial = format!(
-                    "policy {} denied {} {}/{}: {}",
-                    step.name,
-                    object["kind"].as_str().unwrap_or("object"),
-                    object["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    object["metadata"]["name"].as_str().unwrap_or_default(),
-                    outcome.message.unwrap_or_default()
-                );
+                let message = text::denial_message(outcome.message);
+                let denial = text::denied(step.name, &ObjectName::of_request(&request), &message);
                 return Ok(ChainOutcome {
                     denial: Some(denial),
                     warnings,

@@ -4,15 +4,15 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use stsguard_contract::{self as contract, Field, Mutation};
+
 use crate::merge::apply_typed_edits;
-use crate::runtime::bindings;
-use crate::runtime::bindings::stsguard::policy::types::{Field, Mutation};
 use crate::{Error, Request, json};
 
-/// The longest warning a policy returns, in characters; longer ones are cut with
-/// `…`. The host prefixes `stsguard/<policy>: ` and Kubernetes truncates
-/// warnings longer than 256 characters, so this leaves room for the prefix.
-pub const MAX_WARNING_CHARS: usize = 200;
+/// The longest warning the host sends, its `stsguard/<policy>: ` prefix
+/// included, in characters: longer ones are cut with `…` (Kubernetes itself
+/// cuts warnings at 256 characters once they add up to more than 4096).
+pub use stsguard_contract::text::MAX_WARNING_CHARS;
 
 /// A policy's answer about one request.
 ///
@@ -103,17 +103,19 @@ impl<K> Verdict<K> {
         Ok(self)
     }
 
-    /// Adds a warning, shown by kubectl. One short line: newlines become spaces
-    /// and text beyond [`MAX_WARNING_CHARS`] is cut.
+    /// Adds a warning, shown by kubectl. Keep it to one short line: the host
+    /// sends it as one line (newlines become spaces), prefixed with
+    /// `stsguard/<policy>: ` and cut to [`MAX_WARNING_CHARS`] in all, once (a
+    /// repeated warning is sent once). The [`testing`](crate::testing) harness
+    /// shows them exactly as the host sends them.
     pub fn warn(mut self, warning: impl Into<String>) -> Self {
-        self.warnings.push(tidy_warning(warning.into()));
+        self.warnings.push(warning.into());
         self
     }
 
     /// Adds several warnings; see [`Verdict::warn`].
     pub fn warn_all<W: Into<String>>(mut self, warnings: impl IntoIterator<Item = W>) -> Self {
-        self.warnings
-            .extend(warnings.into_iter().map(|w| tidy_warning(w.into())));
+        self.warnings.extend(warnings.into_iter().map(Into::into));
         self
     }
 
@@ -136,10 +138,11 @@ impl<K> Verdict<K> {
 }
 
 impl<K: Serialize> Verdict<K> {
-    /// The WIT verdict, with typed edits merged into the original JSON.
+    /// The verdict as the host receives it, with typed edits merged into the
+    /// original JSON.
     ///
     /// In WebAssembly nothing is freed: the instance is discarded after the call.
-    pub(crate) fn into_wit(self, request: &mut Request<K>) -> Result<bindings::Verdict, String>
+    pub(crate) fn into_contract(self, request: &mut Request<K>) -> Result<contract::Verdict, String>
     where
         K: k8s_openapi::Resource + serde::de::DeserializeOwned,
     {
@@ -154,7 +157,7 @@ impl<K: Serialize> Verdict<K> {
         let mutation = match self.decision {
             Decision::Accept => None,
             Decision::Reject(message) => {
-                return Ok(bindings::Verdict {
+                return Ok(contract::Verdict {
                     allowed: false,
                     message: Some(message),
                     warnings: self.warnings,
@@ -183,7 +186,7 @@ impl<K: Serialize> Verdict<K> {
                     .collect(),
             )),
         };
-        Ok(bindings::Verdict {
+        Ok(contract::Verdict {
             allowed: true,
             message: None,
             warnings: self.warnings,
@@ -206,34 +209,9 @@ fn serialize_error(e: serde_json::Error) -> String {
     format!("cannot serialize the mutated object: {e}")
 }
 
-fn tidy_warning(warning: String) -> String {
-    let one_line = if warning.contains(['\n', '\r', '\t']) {
-        warning.replace(['\n', '\r', '\t'], " ")
-    } else {
-        warning
-    };
-    let trimmed = one_line.trim();
-    if trimmed.chars().count() <= MAX_WARNING_CHARS {
-        return trimmed.to_owned();
-    }
-    let mut cut: String = trimmed.chars().take(MAX_WARNING_CHARS - 1).collect();
-    cut.push('…');
-    cut
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn warnings_are_one_short_line() {
-        let v = Verdict::<()>::accept()
-            .warn("  two\nlines\r\n ")
-            .warn("x".repeat(500));
-        assert_eq!(v.warnings()[0], "two lines");
-        assert_eq!(v.warnings()[1].chars().count(), MAX_WARNING_CHARS);
-        assert!(v.warnings()[1].ends_with('…'));
-    }
 
     #[test]
     fn a_short_warning_is_kept_as_is() {

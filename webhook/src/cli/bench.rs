@@ -30,12 +30,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
 use super::CacheArgs;
-use crate::config::Config;
-use crate::engine::Engine;
-use crate::metrics::Metrics;
-use crate::reload;
-use crate::server::{self, AppState};
-use crate::tls::{self, ReloadingCertificate};
+use crate::server;
 
 /// A realistic review: a course-lab StatefulSet as the API server sends it.
 const DEFAULT_REVIEW: &str =
@@ -92,7 +87,6 @@ struct Target {
     host: String,
     path: String,
     roots: rustls::RootCertStore,
-    _server_dir: Option<tempfile::TempDir>,
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -121,7 +115,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .map(|review| review.to_string().into_bytes())
             .context("the built-in review is JSON")?,
     };
-    crate::admission::parse_review(&body)
+    crate::review::parse(&body)
         .map_err(|e| anyhow::anyhow!("the review to send is not valid: {e}"))?;
     let body = Bytes::from(body);
 
@@ -213,46 +207,42 @@ fn external_target(url: &str, ca: Option<PathBuf>) -> anyhow::Result<Target> {
         host,
         path: uri.path().to_string(),
         roots,
-        _server_dir: None,
     })
 }
 
-/// Starts the real server, with the built-in policies, on a free local port.
+/// Starts the real server, with the built-in policies, on a free local port,
+/// serving the certificate `stsguard serve` generates.
 async fn in_process_server(cache: CacheArgs) -> anyhow::Result<Target> {
-    let dir = tempfile::tempdir().context("could not create a temporary directory")?;
-    let generated = tls::self_signed(dir.path(), &["127.0.0.1".to_string()])?;
-    let certificate = Arc::new(ReloadingCertificate::new(generated.files.clone())?);
     let started = Instant::now();
-    let engine = Engine::new(&cache.engine_options())?;
-    let config = Config::default();
-    let served =
-        tokio::task::spawn_blocking(move || reload::load_served(&engine, &config)).await??;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let options = server::Options {
+        config: None,
+        listen: Some("127.0.0.1:0".parse().expect("an address")),
+        certificate: server::Certificate::config_or_generated(None, Vec::new()),
+        engine: cache.engine_options(),
+        max_concurrent_evaluations: 2 * cores,
+        timeouts: server::ConnectionTimeouts::default(),
+    };
+    // Serves until the process ends with the benchmark.
+    let running = server::start(options, std::future::pending()).await?;
+    running.ready().await?;
     eprintln!(
         "in-process server ready in {} ms",
         started.elapsed().as_millis()
     );
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let state = AppState::new(Arc::new(Metrics::default()), 2 * cores);
-    state.serve(served);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(server::run(
-        listener,
-        certificate.server_config(),
-        server::router(state),
-        server::ConnectionTimeouts::default(),
-        std::future::pending(),
-    ));
+    let ca = &running
+        .generated()
+        .context("the in-process server generates its certificate")?
+        .ca;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&generated.ca)? {
+    for cert in CertificateDer::pem_file_iter(ca)? {
         roots.add(cert?)?;
     }
     Ok(Target {
-        address,
+        address: running.address(),
         host: "127.0.0.1".into(),
         path: "/mutate".into(),
         roots,
-        _server_dir: Some(dir),
     })
 }
 

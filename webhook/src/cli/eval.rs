@@ -18,10 +18,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::CacheArgs;
-use crate::admission::{self, ReviewRequest};
+use crate::admission;
 use crate::chain::{PolicySet, Selection};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::review::{self, ReviewRequest};
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -87,15 +88,16 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<Verdict> {
         let old = previous.get(&identity(&object)).cloned();
         let request = review_request(index, &object, old)
             .with_context(|| format!("{origin}: cannot evaluate this object"))?;
-        let described = format!("{origin}: {}", request.describe());
+        let described = format!("{origin}: {}", request.object_name());
         let deadline = Instant::now() + config.request_timeout.max(Duration::from_secs(1));
-        let (response, outcome) = admission::decide(&request, &policies, Selection::All, deadline);
+        let admission::Decision { response, outcome } =
+            admission::decide(&request, &policies, Selection::All, deadline);
         for warning in &response.warnings {
             eprintln!("warning: {described}: {warning}");
         }
-        if let Some((_, message)) = response.status.as_ref().filter(|_| !response.allowed) {
+        if let Some(status) = response.status.as_ref().filter(|_| !response.allowed) {
             denied = true;
-            eprintln!("denied: {described}: {message}");
+            eprintln!("denied: {described}: {}", status.message);
             continue;
         }
         let object = outcome.object.unwrap_or(object);
@@ -185,7 +187,7 @@ fn review_request(
     };
     let resource = format!("{}s", kind.to_lowercase());
     let review = json!({
-        "apiVersion": admission::API_VERSION,
+        "apiVersion": review::API_VERSION,
         "kind": "AdmissionReview",
         "request": {
             "uid": format!("stsguard-eval-{}", index + 1),
@@ -203,5 +205,5 @@ fn review_request(
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind},
         },
     });
-    admission::parse_review(&serde_json::to_vec(&review)?).map_err(|e| anyhow::anyhow!(e.message))
+    review::parse(&serde_json::to_vec(&review)?).map_err(|e| anyhow::anyhow!(e.message))
 }

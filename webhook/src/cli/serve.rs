@@ -3,19 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::CacheArgs;
-use crate::config::{ByteSize, Config};
-use crate::engine::Engine;
-use crate::metrics::Metrics;
-use crate::reload::{self, FileVersions};
-use crate::server::{self, AppState};
-use crate::tls::{self, CertificateFiles, ReloadingCertificate};
-
-const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+use crate::config::ByteSize;
+use crate::server::{self, Certificate, ConnectionTimeouts};
+use crate::tls::CertificateFiles;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -67,7 +61,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs {
-        config: config_path,
+        config,
         listen,
         tls_cert,
         tls_key,
@@ -77,129 +71,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         guest_memory_budget,
         cache,
     } = args;
-    // File versions are recorded before each file is read, so that a change landing
-    // during start-up is reloaded, not taken for the version being served.
-    let mut policy_versions = FileVersions::now(config_path.clone());
-    let config = Config::load_or_default(config_path.as_deref())?;
-    let listen = listen
-        .or(config.listen)
-        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default address parses"));
-
-    let certificate_files = match (tls_cert, tls_key, &config.tls) {
-        (Some(cert), Some(key), _) => Some(CertificateFiles { cert, key }),
-        (_, _, Some(files)) => Some(CertificateFiles {
-            cert: files.cert_file.clone(),
-            key: files.key_file.clone(),
-        }),
-        _ => None,
+    let certificate = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Certificate::Files(CertificateFiles { cert, key }),
+        _ => Certificate::config_or_generated(tls_dir, tls_san),
     };
-    let (certificate_files, generated_ca) = match certificate_files {
-        Some(files) => (files, None),
-        None => {
-            let dir = tls_dir.unwrap_or_else(default_tls_dir);
-            let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-            names.extend(tls_san);
-            let generated = tls::self_signed(&dir, &names)?;
-            (generated.files, Some(generated.ca))
-        }
-    };
-    let certificate_versions = FileVersions::now(certificate_files.paths());
-    let certificate = Arc::new(ReloadingCertificate::new(certificate_files)?);
-
-    let mut engine_options = cache.engine_options();
+    let mut engine = cache.engine_options();
     if let Some(budget) = guest_memory_budget {
-        engine_options.guest_memory_budget = budget.0;
+        engine.guest_memory_budget = budget.0;
     }
-    let engine = Engine::new(&engine_options)?;
-    let metrics = Arc::new(Metrics::default());
-    let concurrency = max_concurrent_evaluations
-        .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let state = AppState::new(metrics, concurrency.max(1));
-
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("could not listen on {listen}"))?;
-    let address = listener
-        .local_addr()
-        .context("reading the listening address")?;
-    tracing::info!(%address, cache = ?engine_options.cache_dir, "listening; loading policies");
-    if let Some(ca) = &generated_ca {
-        print_quick_start(address, ca);
-    }
-
-    if let Some(path) = &config_path {
-        policy_versions.watch(reload::policy_inputs(path, &config));
-    }
-    // Load the policies while already answering /healthz; a set that does not
-    // load at start-up stops the server with the reason.
-    let (load_failed, on_load_failure) = tokio::sync::oneshot::channel::<anyhow::Error>();
-    {
-        let (engine, state, config) = (engine.clone(), state.clone(), config.clone());
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let loaded =
-                tokio::task::spawn_blocking(move || reload::load_served(&engine, &config)).await;
-            match loaded {
-                Ok(Ok(served)) => {
-                    let count = served.policies.policies().len();
-                    state.serve(served);
-                    tracing::info!(
-                        policies = count,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "ready"
-                    );
-                }
-                Ok(Err(error)) => {
-                    let _ = load_failed
-                        .send(anyhow::Error::new(error).context("could not load the policies"));
-                }
-                Err(error) => {
-                    let _ = load_failed
-                        .send(anyhow::Error::new(error).context("loading the policies failed"));
-                }
-            }
-        });
-    }
-    if let Some(path) = config_path {
-        tokio::spawn(reload::watch_policies(
-            engine.clone(),
-            state.clone(),
-            path,
-            config.clone(),
-            policy_versions,
-        ));
-    }
-    tokio::spawn(reload::watch_certificate(
-        certificate.clone(),
-        state.clone(),
-        config.reload_interval,
-        certificate_versions,
-    ));
-
-    let failure = Arc::new(std::sync::Mutex::new(None));
-    let shutdown = {
-        let failure = failure.clone();
-        async move {
-            tokio::select! {
-                () = termination() => tracing::info!("received a termination signal"),
-                Ok(error) = on_load_failure => {
-                    *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
-                }
-            }
-        }
+    let options = server::Options {
+        config,
+        listen,
+        certificate,
+        engine,
+        max_concurrent_evaluations: max_concurrent_evaluations
+            .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(2, |n| n.get())),
+        timeouts: ConnectionTimeouts::default(),
     };
-    server::run(
-        listener,
-        certificate.server_config(),
-        server::router(state),
-        server::ConnectionTimeouts::default(),
-        shutdown,
-    )
-    .await;
-    match failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        Some(error) => Err(error),
-        None => Ok(()),
+    let running = server::start(options, termination()).await?;
+    if let Some(generated) = running.generated() {
+        print_quick_start(running.address(), &generated.ca);
     }
+    running.stopped().await?;
+    Ok(())
 }
 
 /// SIGTERM (Kubernetes stopping the Pod) or Ctrl-C.
@@ -210,14 +104,7 @@ async fn termination() {
         _ = sigterm.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-fn default_tls_dir() -> PathBuf {
-    std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state")))
-        .map(|dir| dir.join("stsguard/tls"))
-        .unwrap_or_else(|| PathBuf::from("stsguard-tls"))
+    tracing::info!("received a termination signal");
 }
 
 /// Tells someone who just ran `stsguard serve` how to talk to it.

@@ -1,21 +1,18 @@
-//! A real server for tests: the library's own building blocks (policy loading,
-//! hot reload, certificate reload, the HTTPS accept loop) on a free local port,
-//! with a generated CA, and an HTTPS client that trusts it.
+//! A real server for tests, started the way `stsguard serve` starts it
+//! (`server::start`) on a free local port, with a generated CA, and an HTTPS
+//! client that trusts it.
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
-use stsguard_webhook::config::Config;
 use stsguard_webhook::engine::{Engine, EngineOptions};
-use stsguard_webhook::metrics::Metrics;
-use stsguard_webhook::reload::{self, FileVersions};
-use stsguard_webhook::server::{self, AppState, ConnectionTimeouts};
+use stsguard_webhook::server::{self, Certificate, ConnectionTimeouts, Running};
 use stsguard_webhook::testing;
-use stsguard_webhook::tls::{self, GeneratedCertificate, ReloadingCertificate};
+use stsguard_webhook::tls::GeneratedCertificate;
 use tokio::sync::oneshot;
 
 pub fn install_crypto() {
@@ -25,17 +22,19 @@ pub fn install_crypto() {
     });
 }
 
+/// Engine options with the compilation cache the tests share.
+pub fn engine_options() -> EngineOptions {
+    EngineOptions {
+        cache_dir: Some(testing::cache_dir()),
+        ..EngineOptions::default()
+    }
+}
+
 /// One engine per test binary, with the shared compilation cache.
 pub fn engine() -> Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE
-        .get_or_init(|| {
-            Engine::new(&EngineOptions {
-                cache_dir: Some(testing::cache_dir()),
-                ..EngineOptions::default()
-            })
-            .unwrap()
-        })
+        .get_or_init(|| Engine::new(&engine_options()).unwrap())
         .clone()
 }
 
@@ -60,17 +59,16 @@ pub fn fixture(name: &str) -> Value {
 pub struct TestServer {
     pub url: String,
     pub client: reqwest::Client,
-    pub state: AppState,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub certificate: GeneratedCertificate,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    running: Option<Running>,
 }
 
 impl TestServer {
     /// Starts a server with this config (YAML, `SCRIPTED` replaced), reloading
-    /// config and certificate every 50 ms.
+    /// config and certificate every 50 ms, and waits until it is ready.
     pub async fn start(yaml: &str) -> Self {
         Self::start_with(yaml, 16, ConnectionTimeouts::default()).await
     }
@@ -83,59 +81,40 @@ impl TestServer {
         install_crypto();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.yaml");
-        std::fs::write(&config_path, config_text(yaml)).unwrap();
-        let config = Config::load(&config_path).unwrap();
-        let policy_versions = FileVersions::now(reload::policy_inputs(&config_path, &config));
-        let certificate = tls::self_signed(&dir.path().join("tls"), &["127.0.0.1".into()]).unwrap();
-        let certificate_versions = FileVersions::now(certificate.files.paths());
-        let resolver = Arc::new(ReloadingCertificate::new(certificate.files.clone()).unwrap());
-
-        let engine = engine();
-        let state = AppState::new(Arc::new(Metrics::default()), max_concurrent_evaluations);
-        let served = {
-            let (engine, config) = (engine.clone(), config.clone());
-            tokio::task::spawn_blocking(move || reload::load_served(&engine, &config))
-                .await
-                .unwrap()
-                .unwrap()
+        let yaml = config_text(yaml);
+        let yaml = if yaml.contains("reloadInterval") {
+            yaml
+        } else {
+            format!("reloadInterval: 50ms\n{yaml}")
         };
-        state.serve(served);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
+        std::fs::write(&config_path, yaml).unwrap();
+        let options = server::Options {
+            config: Some(config_path.clone()),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            certificate: Certificate::ConfigOrGenerated {
+                dir: dir.path().join("tls"),
+                extra_names: Vec::new(),
+            },
+            engine: engine_options(),
+            max_concurrent_evaluations,
+            timeouts,
+        };
         let (shutdown, on_shutdown) = oneshot::channel::<()>();
-        let policies = tokio::spawn(reload::watch_policies(
-            engine.clone(),
-            state.clone(),
-            config_path.clone(),
-            config,
-            policy_versions,
-        ));
-        let certificates = tokio::spawn(reload::watch_certificate(
-            resolver.clone(),
-            state.clone(),
-            Duration::from_millis(50),
-            certificate_versions,
-        ));
-        let task = tokio::spawn({
-            let (tls_config, router) = (resolver.server_config(), server::router(state.clone()));
-            async move {
-                server::run(listener, tls_config, router, timeouts, async {
-                    let _ = on_shutdown.await;
-                })
-                .await;
-                policies.abort();
-                certificates.abort();
-            }
-        });
+        let running = server::start(options, async {
+            let _ = on_shutdown.await;
+        })
+        .await
+        .unwrap();
+        running.ready().await.unwrap();
+        let certificate = running.generated().unwrap().clone();
         Self {
-            url: format!("https://127.0.0.1:{}", address.port()),
+            url: format!("https://127.0.0.1:{}", running.address().port()),
             client: client_trusting(&certificate.ca, false),
-            state,
             dir,
             config_path,
             certificate,
             shutdown: Some(shutdown),
-            task: Some(task),
+            running: Some(running),
         }
     }
 
@@ -186,8 +165,8 @@ impl TestServer {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
+        if let Some(running) = self.running.take() {
+            running.stopped().await.unwrap();
         }
     }
 }

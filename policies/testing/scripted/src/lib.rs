@@ -14,6 +14,7 @@
 //! | `warn` | allows with the warning `settings.message` |
 //! | `label` | sets `metadata.labels[settings.key] = settings.value`, with a warning, returning the whole object |
 //! | `set` | returns `settings.fields` (`[{"pointer": .., "value": <JSON>}]`, or `"raw": <text>` instead of `value`) as a `set` mutation |
+//! | `object` | returns `settings.object` as the whole mutated object |
 //! | `require-label` | denies unless `metadata.labels[settings.key] == settings.value` |
 //! | `error` | returns the error `settings.message` |
 //! | `loop` | never returns |
@@ -43,6 +44,7 @@ const BEHAVIOURS: &[&str] = &[
     "warn",
     "label",
     "set",
+    "object",
     "require-label",
     "error",
     "loop",
@@ -158,6 +160,10 @@ impl Guest for Scripted {
                     .collect();
                 Ok(allow(warnings, Some(Mutation::Set(fields))))
             }
+            "object" => Ok(allow(
+                vec![],
+                Some(Mutation::Object(settings["object"].to_string())),
+            )),
             "require-label" => {
                 let (key, value) = (text(&settings, "key"), text(&settings, "value"));
                 if request["object"]["metadata"]["labels"][&key] == Value::String(value.clone()) {

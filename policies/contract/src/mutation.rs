@@ -1,40 +1,102 @@
-//! Applying a policy's mutation to the object the chain is working on.
+//! THE mutation step: how a policy's change is applied to the object.
 //!
 //! A policy says how it changes the object in one of two ways (WIT `mutation`):
 //! the whole object, or values to set at JSON pointers. Values are the fast way —
 //! the guest serializes two probes instead of the whole StatefulSet, and the host
-//! parses two probes instead of the whole object again — so the SDK uses them.
-//! Either way the host never takes a patch from a policy: it applies the change
-//! to its own copy, checks that the object is still the same object, and computes
-//! the one patch for the whole chain at the end.
+//! parses two probes instead of the whole object again. Either way nobody takes a
+//! patch from a policy: the change is applied to a copy, the object must still be
+//! the same object ([`IDENTITY`]), and the one patch for the whole chain is the
+//! difference computed at the end.
 //!
-//! Nothing is applied unless everything is valid: values are parsed before any
-//! is set, and every change is logged so that a bad pointer in a policy's third
-//! value, or a change of identity, is undone. So the chain edits its working copy
+//! Nothing is applied unless everything is valid: values are parsed before any is
+//! set, and every change is logged so that a bad pointer in a policy's third
+//! value, or a change of identity, is undone. So the host edits its working copy
 //! in place instead of copying the object for every mutating policy.
+//!
+//! Pointer rules (RFC 6901, read by `jsonptr`): objects missing or `null` on the
+//! way are created; array elements must exist (no `-`, no leading zeros); the
+//! empty pointer is the whole object.
 
 use std::borrow::Cow;
+use std::fmt;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::engine::{EvalError, Field, Mutation};
+/// How a policy changes the object (WIT `mutation`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    /// The whole object after mutation, as JSON text.
+    Object(String),
+    /// Values to set, in order.
+    Set(Vec<Field>),
+}
 
-/// The fields that make an object the object it is.
-const IDENTITY: [&str; 4] = [
+/// One value to set (WIT `field`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// An RFC 6901 JSON pointer into the object.
+    pub pointer: String,
+    /// The new value, as JSON text.
+    pub value: String,
+}
+
+/// The fields that make an object the object it is: a policy may change an
+/// object, never swap it for another one. `uid` and `generateName` are set by
+/// the API server and the user, never by an admission policy.
+pub const IDENTITY: [&str; 6] = [
     "/apiVersion",
     "/kind",
     "/metadata/name",
+    "/metadata/generateName",
     "/metadata/namespace",
+    "/metadata/uid",
 ];
+
+/// Why a mutation was refused. The object is then exactly as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MutationError {
+    /// `Mutation::Object` that is not JSON.
+    ObjectNotJson(String),
+    /// The result is not a JSON object (an array, a string, ...).
+    NotAnObject,
+    /// A `Field` whose value is not JSON.
+    ValueNotJson { pointer: String, error: String },
+    /// A `Field` whose pointer cannot be set in this object.
+    Pointer { pointer: String, reason: String },
+    /// The mutation changed one of [`IDENTITY`] (named without its leading `/`).
+    Identity { field: &'static str },
+}
+
+impl fmt::Display for MutationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ObjectNotJson(error) => {
+                write!(f, "returned a mutated object that is not JSON: {error}")
+            }
+            Self::NotAnObject => f.write_str("returned a mutated object that is not a JSON object"),
+            Self::ValueNotJson { pointer, error } => {
+                write!(f, "set {pointer:?} to a value that is not JSON: {error}")
+            }
+            Self::Pointer { pointer, reason } => write!(f, "set {pointer:?}: {reason}"),
+            Self::Identity { field } => write!(
+                f,
+                "changed the object's {field}; policies may not change an object's identity \
+                 (apiVersion, kind, metadata.name, metadata.generateName, metadata.namespace, \
+                 metadata.uid)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MutationError {}
 
 /// Applies `mutation` to `object`; `true` when it changed anything. A borrowed
 /// object is copied only once a value differs. On error the object is as it was.
-pub fn apply(object: &mut Cow<'_, Value>, mutation: Mutation) -> Result<bool, EvalError> {
+pub fn apply(object: &mut Cow<'_, Value>, mutation: Mutation) -> Result<bool, MutationError> {
     match mutation {
         Mutation::Object(text) => {
-            let next: Value = serde_json::from_str(&text).map_err(|e| {
-                EvalError::Policy(format!("returned a mutated object that is not JSON: {e}"))
-            })?;
+            let next: Value = serde_json::from_str(&text)
+                .map_err(|e| MutationError::ObjectNotJson(e.to_string()))?;
             if next == **object {
                 return Ok(false);
             }
@@ -46,16 +108,31 @@ pub fn apply(object: &mut Cow<'_, Value>, mutation: Mutation) -> Result<bool, Ev
     }
 }
 
+/// Sets one value at `pointer` by the same rules, without the identity check:
+/// for code that builds an object (the SDK's `json::set`). On error `target` is
+/// as it was.
+pub fn set(target: &mut Value, pointer: &str, value: Value) -> Result<(), MutationError> {
+    let mut undo = Vec::new();
+    set_logged(target, pointer, value, &mut undo).map_err(|reason| {
+        roll_back(target, undo);
+        MutationError::Pointer {
+            pointer: pointer.to_owned(),
+            reason,
+        }
+    })
+}
+
 /// Sets each field in order; values already in place are skipped.
-fn set_all(object: &mut Cow<'_, Value>, fields: Vec<Field>) -> Result<bool, EvalError> {
+fn set_all(object: &mut Cow<'_, Value>, fields: Vec<Field>) -> Result<bool, MutationError> {
     let mut values = Vec::with_capacity(fields.len());
     for Field { pointer, value } in fields {
         match serde_json::from_str::<Value>(&value) {
             Ok(value) => values.push((pointer, value)),
             Err(e) => {
-                return Err(EvalError::Policy(format!(
-                    "set {pointer:?} to a value that is not JSON: {e}"
-                )));
+                return Err(MutationError::ValueNotJson {
+                    pointer,
+                    error: e.to_string(),
+                });
             }
         }
     }
@@ -70,7 +147,7 @@ fn set_all(object: &mut Cow<'_, Value>, fields: Vec<Field>) -> Result<bool, Eval
         let target = object.to_mut();
         if let Err(reason) = set_logged(target, &pointer, value, &mut undo) {
             roll_back(target, undo);
-            return Err(EvalError::Policy(format!("set {pointer:?}: {reason}")));
+            return Err(MutationError::Pointer { pointer, reason });
         }
     }
     let Some(identity) = identity else {
@@ -84,7 +161,7 @@ fn set_all(object: &mut Cow<'_, Value>, fields: Vec<Field>) -> Result<bool, Eval
             .find(|(pointer, before)| target.pointer(pointer) != before.as_ref())
             .map(|(pointer, _)| identity_error(pointer))
     } else {
-        Some(not_an_object())
+        Some(MutationError::NotAnObject)
     };
     if let Some(error) = error {
         roll_back(target, undo);
@@ -102,15 +179,20 @@ enum Undo {
 }
 
 /// Sets the value at an RFC 6901 pointer, creating objects that are missing or
-/// `null` on the way, and logs in `undo` how to revert each change. Array
-/// elements must exist: a policy that wants to append returns the whole array.
+/// `null` on the way, and logs in `undo` how to revert each change.
 fn set_logged(
     target: &mut Value,
     pointer: &str,
     value: Value,
     undo: &mut Vec<Undo>,
 ) -> Result<(), String> {
-    if pointer.is_empty() {
+    let parsed = jsonptr::Pointer::parse(pointer).map_err(|error| match error {
+        jsonptr::ParseError::NoLeadingSlash => "a JSON pointer starts with '/'".to_owned(),
+        jsonptr::ParseError::InvalidEncoding { .. } => {
+            "in a JSON pointer '~' is followed by 0 or 1 (RFC 6901)".to_owned()
+        }
+    })?;
+    if parsed.is_root() {
         let old = std::mem::replace(target, value);
         undo.push(Undo::Restore {
             at: Vec::new(),
@@ -118,10 +200,7 @@ fn set_logged(
         });
         return Ok(());
     }
-    let Some(tokens) = pointer.strip_prefix('/') else {
-        return Err("a JSON pointer starts with '/'".into());
-    };
-    let tokens: Vec<String> = tokens.split('/').map(unescape).collect();
+    let tokens: Vec<String> = parsed.tokens().map(|t| t.decoded().into_owned()).collect();
     let mut here = target;
     let mut value = Some(value);
     for (depth, token) in tokens.iter().enumerate() {
@@ -132,7 +211,7 @@ fn set_logged(
                 at: at(),
                 value: Value::Null,
             });
-            *here = Value::Object(serde_json::Map::new());
+            *here = Value::Object(Map::new());
         }
         here = match here {
             Value::Object(map) => {
@@ -174,7 +253,7 @@ fn set_logged(
             _ => return Err(format!("{token:?} is inside a value that is not an object")),
         };
     }
-    unreachable!("a pointer that starts with '/' has at least one token")
+    unreachable!("a pointer other than the root has at least one token")
 }
 
 /// Reverts the logged changes, newest first.
@@ -207,14 +286,6 @@ fn walk<'a>(mut here: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
     Some(here)
 }
 
-fn unescape(token: &str) -> String {
-    if token.contains('~') {
-        token.replace("~1", "/").replace("~0", "~")
-    } else {
-        token.to_owned()
-    }
-}
-
 /// RFC 6901 array indexes: decimal digits, no leading zero, and here also an
 /// element that exists.
 fn array_index(token: &str, len: usize) -> Result<usize, String> {
@@ -231,9 +302,9 @@ fn array_index(token: &str, len: usize) -> Result<usize, String> {
 }
 
 /// A policy may change an object, not swap it for another one.
-fn check_identity(before: &Value, after: &Value) -> Result<(), EvalError> {
+fn check_identity(before: &Value, after: &Value) -> Result<(), MutationError> {
     if !after.is_object() {
-        return Err(not_an_object());
+        return Err(MutationError::NotAnObject);
     }
     match IDENTITY
         .iter()
@@ -244,15 +315,10 @@ fn check_identity(before: &Value, after: &Value) -> Result<(), EvalError> {
     }
 }
 
-fn identity_error(pointer: &str) -> EvalError {
-    EvalError::Policy(format!(
-        "changed the object's {}; policies may not change an object's identity",
-        &pointer[1..]
-    ))
-}
-
-fn not_an_object() -> EvalError {
-    EvalError::Policy("returned a mutated object that is not a JSON object".into())
+fn identity_error(pointer: &'static str) -> MutationError {
+    MutationError::Identity {
+        field: &pointer[1..],
+    }
 }
 
 #[cfg(test)]
@@ -278,7 +344,7 @@ mod tests {
 
     /// The object after `mutation`, `None` when unchanged; on error, also checks
     /// that the object was left exactly as it was.
-    fn applied(mutation: Mutation) -> Result<Option<Value>, EvalError> {
+    fn applied(mutation: Mutation) -> Result<Option<Value>, MutationError> {
         let original = object();
         let mut working = Cow::Borrowed(&original);
         match apply(&mut working, mutation) {
@@ -290,7 +356,7 @@ mod tests {
         }
     }
 
-    fn set_fields(fields: Vec<Field>) -> Result<Option<Value>, EvalError> {
+    fn set_fields(fields: Vec<Field>) -> Result<Option<Value>, MutationError> {
         applied(Mutation::Set(fields))
     }
 
@@ -334,6 +400,10 @@ mod tests {
     fn bad_edits_fail_naming_the_pointer() {
         let cases = [
             (field("spec", json!(1)), "starts with '/'"),
+            (
+                field("/metadata/a~2b", json!(1)),
+                "'~' is followed by 0 or 1",
+            ),
             (field("/kind/x", json!(1)), "not an object"),
             (
                 field("/spec/template/spec/containers/1/name", json!("x")),
@@ -370,26 +440,24 @@ mod tests {
 
     #[test]
     fn a_failing_edit_undoes_the_ones_before_it() {
-        let mut rest = Vec::new();
-        rest.push(field("/metadata/labels/x", json!("y")));
-        rest.push(field("/metadata/annotations/a~1b", json!("1")));
-        rest.push(field("/spec/replicas", json!(5)));
-        rest.push(field(
-            "/spec/template/spec/containers/0/name",
-            json!("other"),
-        ));
-        rest.push(field(
-            "/spec/template/spec/containers/0",
-            json!({"name": "swapped"}),
-        ));
-        rest.push(field("/spec/template/metadata/labels/app", json!("web")));
-        rest.push(field(
-            "",
-            json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": "web", "namespace": "lab"}}),
-        ));
-        rest.push(field("/spec/x", json!(1)));
-        rest.push(field("/kind/oops", json!(1)));
+        let rest = vec![
+            field("/metadata/labels/x", json!("y")),
+            field("/metadata/annotations/a~1b", json!("1")),
+            field("/spec/replicas", json!(5)),
+            field("/spec/template/spec/containers/0/name", json!("other")),
+            field(
+                "/spec/template/spec/containers/0",
+                json!({"name": "swapped"}),
+            ),
+            field("/spec/template/metadata/labels/app", json!("web")),
+            field(
+                "",
+                json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": "web", "namespace": "lab"}}),
+            ),
+            field("/spec/x", json!(1)),
+            field("/kind/oops", json!(1)),
+        ];
         let error = set_fields(rest).unwrap_err().to_string();
         assert!(error.contains("not an object"), "{error}");
         // An edit that renames after many others is undone in full too.
@@ -417,22 +485,31 @@ mod tests {
 
     #[test]
     fn identity_may_not_change() {
-        for (pointer, value) in [
-            ("/metadata/name", json!("other")),
-            ("/metadata/namespace", json!("kube-system")),
-            ("/kind", json!("Deployment")),
-            ("/apiVersion", json!("apps/v1beta1")),
-            ("/metadata", json!({"name": "web"})),
+        for (pointer, value, named) in [
+            ("/metadata/name", json!("other"), "metadata/name"),
+            (
+                "/metadata/namespace",
+                json!("kube-system"),
+                "metadata/namespace",
+            ),
+            ("/metadata/uid", json!("8f3b"), "metadata/uid"),
+            (
+                "/metadata/generateName",
+                json!("web-"),
+                "metadata/generateName",
+            ),
+            ("/kind", json!("Deployment"), "kind"),
+            ("/apiVersion", json!("apps/v1beta1"), "apiVersion"),
+            ("/metadata", json!({"name": "web"}), "metadata/namespace"),
         ] {
-            let error = set_fields(vec![field(pointer, value)])
-                .unwrap_err()
-                .to_string();
-            assert!(error.contains("identity"), "{pointer}: {error}");
+            let error = set_fields(vec![field(pointer, value)]).unwrap_err();
+            assert!(
+                matches!(error, MutationError::Identity { field } if field == named),
+                "{pointer}: {error}"
+            );
         }
-        let error = set_fields(vec![field("", json!([1]))])
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("not a JSON object"), "{error}");
+        let error = set_fields(vec![field("", json!([1]))]).unwrap_err();
+        assert_eq!(error, MutationError::NotAnObject);
         let renamed = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
                              "metadata": {"name": "x", "namespace": "lab"}});
         let error = applied(Mutation::Object(renamed.to_string()))
@@ -451,5 +528,20 @@ mod tests {
         edited["spec"]["replicas"] = json!(3);
         let next = set_fields(vec![field("", edited.clone())]).unwrap();
         assert_eq!(next, Some(edited));
+    }
+
+    #[test]
+    fn set_builds_objects_and_leaves_the_target_as_it_was_on_error() {
+        let mut value = json!({"a": [1], "s": "x", "n": null});
+        set(&mut value, "/n/deep/er", json!(1)).unwrap();
+        assert_eq!(value["n"], json!({"deep": {"er": 1}}));
+        let before = value.clone();
+        let error = set(&mut value, "/a/0/x", json!(2)).unwrap_err();
+        assert!(error.to_string().contains("not an object"), "{error}");
+        let error = set(&mut value, "/a/1", json!(2)).unwrap_err();
+        assert!(error.to_string().contains("not an element"), "{error}");
+        assert_eq!(value, before);
+        set(&mut value, "", json!(null)).unwrap();
+        assert_eq!(value, Value::Null);
     }
 }

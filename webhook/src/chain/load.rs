@@ -1,0 +1,184 @@
+//! Loading a policy set: read each module, compile it once, check each policy's
+//! settings with the policy itself. Slow on a compilation-cache miss, so it runs
+//! off the request path (at start-up and on reload).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use stsguard_contract::GroupVersionKind;
+
+use crate::builtin;
+use crate::config::{Config, ModuleSource, PolicyConfig};
+use crate::engine::{self, CallContext, Engine, EvalError, Limits, Metadata, Module};
+
+/// One configured, loaded policy.
+#[derive(Debug)]
+pub struct Policy {
+    pub config: PolicyConfig,
+    pub(super) name: Arc<str>,
+    pub(super) module: Arc<Module>,
+    pub(super) settings: String,
+    pub(super) limits: Limits,
+}
+
+impl Policy {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        self.module.metadata()
+    }
+
+    /// The compiled component behind this policy.
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
+    /// Whether the policy wants to see this kind of object.
+    pub(super) fn targets(&self, kind: &GroupVersionKind) -> bool {
+        self.metadata()
+            .targets
+            .iter()
+            .any(|target| target.matches(kind))
+    }
+}
+
+/// The loaded chain, in evaluation order.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    pub(super) policies: Vec<Policy>,
+}
+
+/// Why a policy set could not be loaded; names the policy and says what to do.
+/// Each message ends with its cause, which is therefore not also a `source()`
+/// (see the README, "Errors").
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("policy `{policy}`: could not read its module {path}: {cause}")]
+    ReadModule {
+        policy: String,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("policy `{policy}` ({module}): {cause}")]
+    Module {
+        policy: String,
+        module: String,
+        cause: engine::LoadError,
+    },
+    #[error("policy `{policy}` ({module}): its settings are invalid: {message}")]
+    Settings {
+        policy: String,
+        module: String,
+        message: String,
+    },
+    #[error(
+        "policy `{policy}`: memoryLimit {limit} is above the largest allowed, {}Mi",
+        engine::MAX_MEMORY_LIMIT >> 20
+    )]
+    MemoryLimit { policy: String, limit: String },
+}
+
+impl PolicySet {
+    /// Loads every policy of `config`: reads and compiles each distinct module
+    /// once, checks each policy's settings with the policy itself.
+    pub fn load(engine: &Engine, config: &Config) -> Result<Self, LoadError> {
+        let mut modules: HashMap<[u8; 32], Arc<Module>> = HashMap::new();
+        let policies = config
+            .policies
+            .iter()
+            .map(|policy| Policy::load(engine, policy, &mut modules))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { policies })
+    }
+
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.name() == name)
+    }
+}
+
+impl Policy {
+    /// Loads one policy, reusing a module already compiled for another one.
+    fn load(
+        engine: &Engine,
+        config: &PolicyConfig,
+        modules: &mut HashMap<[u8; 32], Arc<Module>>,
+    ) -> Result<Self, LoadError> {
+        let name = config.name.clone();
+        let module_name = config.module.to_string();
+        if config.memory_limit.0 > engine::MAX_MEMORY_LIMIT {
+            return Err(LoadError::MemoryLimit {
+                policy: name,
+                limit: config.memory_limit.to_string(),
+            });
+        }
+        let bytes: Cow<'static, [u8]> = match &config.module {
+            ModuleSource::Builtin(builtin) => builtin::module(builtin)
+                .expect("built-in names are checked when the config is parsed")
+                .into(),
+            ModuleSource::File(path) => std::fs::read(path)
+                .map_err(|cause| LoadError::ReadModule {
+                    policy: name.clone(),
+                    path: path.clone(),
+                    cause,
+                })?
+                .into(),
+        };
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        let module = match modules.get(&digest) {
+            Some(module) => module.clone(),
+            None => {
+                let started = Instant::now();
+                let module = Arc::new(engine.load(&bytes).map_err(|cause| LoadError::Module {
+                    policy: name.clone(),
+                    module: module_name.clone(),
+                    cause,
+                })?);
+                tracing::info!(
+                    policy = %name,
+                    module = %module_name,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "policy module loaded"
+                );
+                modules.insert(digest, module.clone());
+                module
+            }
+        };
+        let settings = config.settings.to_string();
+        let limits = Limits {
+            timeout: config.timeout,
+            memory_bytes: config.memory_limit.0,
+        };
+        let name: Arc<str> = name.into();
+        let context = CallContext {
+            policy: name.clone(),
+            uid: "validate-settings".into(),
+        };
+        module
+            .validate_settings(&settings, &limits, &context)
+            .map_err(|error| LoadError::Settings {
+                policy: name.to_string(),
+                module: module_name,
+                message: match error {
+                    EvalError::Policy(message) => message,
+                    other => format!("the policy's settings check {other}"),
+                },
+            })?;
+        Ok(Self {
+            config: config.clone(),
+            name,
+            module,
+            settings,
+            limits,
+        })
+    }
+}
