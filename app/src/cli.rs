@@ -113,9 +113,9 @@ impl Args {
         )?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|source| BindError {
+            .map_err(|cause| BindError {
                 addr: listen,
-                source,
+                cause,
             })?;
         let state = AppState::new(counter, clock, pod, metrics);
         server::run(listener, state, server::shutdown_signal()).await?;

@@ -19,22 +19,22 @@ pub struct Clock {
 /// The configured time zone is not in the time zone database.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown time zone {name:?}: use an IANA name such as Europe/Moscow, UTC or America/New_York"
+    "unknown time zone {name:?} ({cause}): use an IANA name such as Europe/Moscow, UTC or \
+     America/New_York"
 )]
 pub struct UnknownTimeZone {
     /// What was configured.
     pub name: String,
     /// jiff's explanation.
-    #[source]
-    pub source: jiff::Error,
+    pub cause: jiff::Error,
 }
 
 impl Clock {
     /// A clock for the IANA zone `name`.
     pub fn new(name: &str) -> Result<Self, UnknownTimeZone> {
-        let zone = TimeZone::get(name).map_err(|source| UnknownTimeZone {
+        let zone = TimeZone::get(name).map_err(|cause| UnknownTimeZone {
             name: name.to_owned(),
-            source,
+            cause,
         })?;
         Ok(Self {
             name: zone.iana_name().unwrap_or(name).to_owned(),

@@ -95,22 +95,20 @@ pub enum OpenError {
         dir: PathBuf,
     },
     /// The directory could not be inspected.
-    #[error("cannot access directory {dir}")]
+    #[error("cannot access directory {dir}: {cause}")]
     ReadDir {
         /// The visits file's directory.
         dir: PathBuf,
         /// The cause.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// The file exists but could not be read.
-    #[error("cannot read the visit count from {path}; the file was left untouched")]
+    #[error("cannot read the visit count from {path} ({cause}); the file was left untouched")]
     Read {
         /// The visits file.
         path: PathBuf,
         /// The cause.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// The file exists but does not hold a count.
     #[error(
@@ -133,51 +131,47 @@ pub enum OpenError {
         dir: PathBuf,
     },
     /// A commit thread could not be started.
-    #[error("cannot start the commit threads")]
-    Spawn(#[source] io::Error),
+    #[error("cannot start the commit threads: {0}")]
+    Spawn(io::Error),
 }
 
 /// Why a visit was not recorded. Shared by every visit of a failed batch.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     /// Creating or writing the (temporary) file failed.
-    #[error("cannot write {path}")]
+    #[error("cannot write {path}: {cause}")]
     Write {
         /// The file being written.
         path: PathBuf,
         /// The cause.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// fsync of the written file failed.
-    #[error("cannot flush {path} to disk")]
+    #[error("cannot flush {path} to disk: {cause}")]
     Sync {
         /// The file being flushed.
         path: PathBuf,
         /// The cause.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// Renaming the temporary file over the visits file failed.
-    #[error("cannot rename {from} to {to}")]
+    #[error("cannot rename {from} to {to}: {cause}")]
     Rename {
         /// The temporary file.
         from: PathBuf,
         /// The visits file.
         to: PathBuf,
         /// The cause.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// fsync of the directory failed: the new count is in place but may not survive a
     /// power cut.
-    #[error("cannot flush directory {path} to disk")]
+    #[error("cannot flush directory {path} to disk: {cause}")]
     SyncDir {
         /// The directory.
         path: PathBuf,
         /// The cause.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// Only in [`Storage::Naive`], which rereads the file on every visit.
     #[error("{path} does not hold a visit count: {problem}")]
@@ -202,10 +196,10 @@ impl CommitError {
     /// The underlying I/O error, if any.
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
-            Self::Write { source, .. }
-            | Self::Sync { source, .. }
-            | Self::Rename { source, .. }
-            | Self::SyncDir { source, .. } => Some(source),
+            Self::Write { cause, .. }
+            | Self::Sync { cause, .. }
+            | Self::Rename { cause, .. }
+            | Self::SyncDir { cause, .. } => Some(cause),
             _ => None,
         }
     }
@@ -363,10 +357,10 @@ impl Shared {
     /// says so).
     fn note_failure(&self, error: &CommitError) {
         if self.failing.swap(true, Ordering::AcqRel) {
-            tracing::debug!(error = %crate::error_chain(error), "count not written");
+            tracing::debug!(%error, "count not written");
         } else {
             tracing::warn!(
-                error = %crate::error_chain(error),
+                %error,
                 hint = error.hint().unwrap_or(""),
                 "count not written; visits get 503 until a write succeeds"
             );

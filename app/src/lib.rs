@@ -34,16 +34,3 @@ pub mod server;
 
 pub use cli::Args;
 pub use server::{AppState, router, run};
-
-/// An error and its sources on one line, `outer: inner: innermost`, for 503 bodies and log
-/// fields (where a multi-line chain would be split or lost).
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

@@ -48,13 +48,12 @@ pub enum LoadError {
         url: Uri,
     },
     /// A connection could not be made or used before the load started.
-    #[error("cannot connect to {addr}")]
+    #[error("cannot connect to {addr}: {cause}")]
     Connect {
         /// host:port.
         addr: String,
         /// The cause.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -240,9 +239,9 @@ impl Target {
     }
 
     async fn connect(&self) -> Result<SendRequest<Empty<Bytes>>, LoadError> {
-        let error = |source: Box<dyn std::error::Error + Send + Sync>| LoadError::Connect {
+        let error = |cause: Box<dyn std::error::Error + Send + Sync>| LoadError::Connect {
             addr: self.addr.clone(),
-            source,
+            cause,
         };
         let stream = TcpStream::connect(&self.addr)
             .await

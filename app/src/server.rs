@@ -78,13 +78,12 @@ impl AppState {
 
 /// Serving failed.
 #[derive(Debug, thiserror::Error)]
-#[error("serving HTTP on {addr} failed")]
+#[error("serving HTTP on {addr} failed: {cause}")]
 pub struct ServeError {
     /// The listening address.
     pub addr: String,
     /// The cause.
-    #[source]
-    pub source: std::io::Error,
+    pub cause: std::io::Error,
 }
 
 /// The app's routes, with the pod header and request metrics on every response.
@@ -127,7 +126,7 @@ pub async fn run(
         .with_graceful_shutdown(signal)
         .await;
     state.0.counter.close().await;
-    served.map_err(|source| ServeError { addr, source })
+    served.map_err(|cause| ServeError { addr, cause })
 }
 
 /// Completes on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
@@ -216,7 +215,7 @@ async fn visit_head() -> impl IntoResponse {
 
 /// 503 for a visit that was not stored, with what went wrong and what happens next.
 fn not_recorded(error: &CommitError, count: u64) -> Response {
-    let mut body = format!("visit not recorded: {}\n", crate::error_chain(error));
+    let mut body = format!("visit not recorded: {}\n", error);
     if let Some(hint) = error.hint() {
         body.push_str(hint);
         body.push('\n');
@@ -305,7 +304,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
         .into_response(),
         Ok(Err(error)) => {
-            let mut body = format!("not ready: {}\n", crate::error_chain(&*error));
+            let mut body = format!("not ready: {}\n", error);
             if let Some(hint) = error.hint() {
                 body.push_str(hint);
                 body.push('\n');
@@ -343,13 +342,12 @@ async fn not_found() -> impl IntoResponse {
 
 /// Binding the listen address failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}")]
+#[error("cannot listen on {addr}: {cause}")]
 pub struct BindError {
     /// The address.
     pub addr: SocketAddr,
     /// The cause.
-    #[source]
-    pub source: std::io::Error,
+    pub cause: std::io::Error,
 }
 
 #[cfg(test)]

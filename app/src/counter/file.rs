@@ -72,9 +72,9 @@ impl VisitsFile {
             Err(source) if source.kind() == io::ErrorKind::NotFound => Err(OpenError::MissingDir {
                 dir: self.dir.clone(),
             }),
-            Err(source) => Err(OpenError::ReadDir {
+            Err(cause) => Err(OpenError::ReadDir {
                 dir: self.dir.clone(),
-                source,
+                cause,
             }),
         }
     }
@@ -89,9 +89,9 @@ impl VisitsFile {
                 problem,
             }),
             Err(source) if source.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(source) => Err(OpenError::Read {
+            Err(cause) => Err(OpenError::Read {
                 path: self.path.clone(),
-                source,
+                cause,
             }),
         }
     }
@@ -120,13 +120,13 @@ impl VisitsFile {
                 Ok(file)
             });
         let result = match written {
-            Err(source) => Err(CommitError::Write {
+            Err(cause) => Err(CommitError::Write {
                 path: temp.clone(),
-                source,
+                cause,
             }),
-            Ok(file) => file.sync_all().map_err(|source| CommitError::Sync {
+            Ok(file) => file.sync_all().map_err(|cause| CommitError::Sync {
                 path: temp.clone(),
-                source,
+                cause,
             }),
         };
         match result {
@@ -141,12 +141,12 @@ impl VisitsFile {
     /// Step 2: renames a staged temporary file over the visits file. From here on readers see
     /// the new count.
     pub fn install(&self, temp: &Path) -> Result<(), CommitError> {
-        fs::rename(temp, &self.path).map_err(|source| {
+        fs::rename(temp, &self.path).map_err(|cause| {
             let _ = fs::remove_file(temp);
             CommitError::Rename {
                 from: temp.to_owned(),
                 to: self.path.clone(),
-                source,
+                cause,
             }
         })
     }
@@ -155,9 +155,9 @@ impl VisitsFile {
     pub fn sync_dir(&self) -> Result<(), CommitError> {
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
-            .map_err(|source| CommitError::SyncDir {
+            .map_err(|cause| CommitError::SyncDir {
                 path: self.dir.clone(),
-                source,
+                cause,
             })
     }
 
@@ -173,9 +173,9 @@ impl VisitsFile {
     /// crash-safe (a crash between the truncate and the write leaves an empty file), and
     /// every visit costs a full fsync of its own.
     pub fn increment_in_place(&self, by: u64) -> Result<u64, CommitError> {
-        let io_error = |source| CommitError::Write {
+        let io_error = |cause| CommitError::Write {
             path: self.path.clone(),
-            source,
+            cause,
         };
         let mut file = OpenOptions::new()
             .read(true)
@@ -198,9 +198,9 @@ impl VisitsFile {
         file.set_len(0).map_err(io_error)?;
         io::Seek::rewind(&mut file).map_err(io_error)?;
         file.write_all(encode(value).as_bytes()).map_err(io_error)?;
-        file.sync_all().map_err(|source| CommitError::Sync {
+        file.sync_all().map_err(|cause| CommitError::Sync {
             path: self.path.clone(),
-            source,
+            cause,
         })?;
         Ok(value)
     }
