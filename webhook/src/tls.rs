@@ -7,14 +7,20 @@
 //! files' new contents when they parse and the key matches, and otherwise keeps the
 //! old certificate and reports why, so a half-written or garbage file never takes
 //! the server down.
+//!
+//! Without a certificate, [`self_signed`] makes a CA and a certificate it signed,
+//! and a later run uses them again while they cover the names asked for and are
+//! not about to expire, so the CA a user copied into a webhook stays valid across
+//! restarts, and a name added with `--tls-san` is not silently left out.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -47,6 +53,18 @@ pub enum TlsError {
     },
     #[error("could not generate a certificate: {0}")]
     Generate(String),
+    #[error(
+        "a certificate cannot name {names}: give DNS names (like stsguard.default.svc \
+         or *.example.com) or IP addresses"
+    )]
+    BadName { names: String },
+}
+
+/// The crypto provider rustls was set up with, else ring (as in unit tests).
+fn provider() -> Arc<CryptoProvider> {
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
 }
 
 /// The certificate and key files the server serves.
@@ -86,11 +104,8 @@ impl CertificateFiles {
             path: self.key.clone(),
             message: e.to_string(),
         })?;
-        let provider = CryptoProvider::get_default()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
         let certified =
-            CertifiedKey::from_der(chain, key, &provider).map_err(|e| TlsError::Mismatch {
+            CertifiedKey::from_der(chain, key, &provider()).map_err(|e| TlsError::Mismatch {
                 cert: self.cert.clone(),
                 key: self.key.clone(),
                 message: e.to_string(),
@@ -164,10 +179,25 @@ pub struct GeneratedCertificate {
     pub files: CertificateFiles,
 }
 
+/// A generated certificate that expires sooner than this is made again at start-up.
+const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 /// Makes a CA and a serving certificate for `names` (DNS names or IP addresses)
 /// in `dir`, or reuses the ones a previous run left there, so the CA a user
 /// copied into a webhook configuration stays valid across restarts.
+///
+/// They are reused only when the certificate covers every name in `names`, was
+/// signed by the CA beside it and stays valid for at least 30 days; otherwise
+/// both are made again (the CA's key is not kept), and the log says why.
 pub fn self_signed(dir: &Path, names: &[String]) -> Result<GeneratedCertificate, TlsError> {
+    self_signed_at(dir, names, SystemTime::now())
+}
+
+fn self_signed_at(
+    dir: &Path,
+    names: &[String],
+    now: SystemTime,
+) -> Result<GeneratedCertificate, TlsError> {
     let generated = GeneratedCertificate {
         ca: dir.join("ca.crt"),
         files: CertificateFiles {
@@ -175,9 +205,19 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<GeneratedCertificate,
             key: dir.join("tls.key"),
         },
     };
-    if generated.ca.is_file() && generated.files.load().is_ok() {
-        return Ok(generated);
+    let again = "making a new CA and certificate; \
+                 clients that trusted the old CA must be given the new one";
+    match generated.check(names, now) {
+        Ok(()) => return Ok(generated),
+        Err(Stale::Absent) => {}
+        Err(Stale::MissingNames(missing)) => tracing::info!(
+            dir = %dir.display(),
+            missing = %missing.join(", "),
+            "the generated certificate does not cover every requested name: {again}"
+        ),
+        Err(reason) => tracing::info!(dir = %dir.display(), %reason, "{again}"),
     }
+
     let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
     let ca_key = rcgen::KeyPair::generate().map_err(generate)?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
@@ -200,6 +240,15 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<GeneratedCertificate,
     );
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.signed_by(&key, &issuer).map_err(generate)?;
+    // A name no client can match (`foo bar`, a trailing dot) would otherwise make
+    // every start generate a new CA: refuse it instead.
+    let unmatched =
+        missing_names(cert.der(), names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    if !unmatched.is_empty() {
+        return Err(TlsError::BadName {
+            names: unmatched.join(", "),
+        });
+    }
 
     std::fs::create_dir_all(dir).map_err(|cause| TlsError::Write {
         path: dir.to_path_buf(),
@@ -209,6 +258,133 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<GeneratedCertificate,
     write_file(&generated.files.key, key.serialize_pem().as_bytes(), true)?;
     write_file(&generated.files.cert, cert.pem().as_bytes(), false)?;
     Ok(generated)
+}
+
+/// Why the files a previous run generated are not used again.
+#[derive(Debug)]
+enum Stale {
+    /// There are none: this is the first run with this directory.
+    Absent,
+    /// They do not load, or the certificate was not signed by the CA.
+    Unusable(String),
+    /// The certificate does not cover these requested names.
+    MissingNames(Vec<String>),
+    /// The certificate expires within [`RENEW_BEFORE`].
+    Expiring { cert: PathBuf, not_after: UnixTime },
+}
+
+impl fmt::Display for Stale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stale::Absent => f.write_str("there is no certificate yet"),
+            Stale::Unusable(why) => f.write_str(why),
+            Stale::MissingNames(names) => {
+                write!(f, "the certificate does not cover {}", names.join(", "))
+            }
+            Stale::Expiring { cert, not_after } => write!(
+                f,
+                "{} expires at {}, within 30 days",
+                cert.display(),
+                humantime::format_rfc3339_seconds(
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(not_after.as_secs())
+                )
+            ),
+        }
+    }
+}
+
+impl GeneratedCertificate {
+    /// Whether these files can serve `names` from `now` on for [`RENEW_BEFORE`] more.
+    fn check(&self, names: &[String], now: SystemTime) -> Result<(), Stale> {
+        if !self.files.cert.exists() && !self.ca.exists() {
+            return Err(Stale::Absent);
+        }
+        let certified = self
+            .files
+            .load()
+            .map_err(|e| Stale::Unusable(e.to_string()))?;
+        let leaf = &certified.cert[0];
+        let unparsable = |e: webpki::Error| {
+            Stale::Unusable(format!(
+                "{} is not a certificate webpki can read: {e}",
+                self.files.cert.display()
+            ))
+        };
+        let missing = missing_names(leaf, names).map_err(unparsable)?;
+        if !missing.is_empty() {
+            return Err(Stale::MissingNames(missing));
+        }
+
+        let ca_pem = std::fs::read(&self.ca).map_err(|cause| {
+            Stale::Unusable(
+                TlsError::Read {
+                    path: self.ca.clone(),
+                    cause,
+                }
+                .to_string(),
+            )
+        })?;
+        let ca = CertificateDer::from_pem_slice(&ca_pem).map_err(|e| {
+            Stale::Unusable(format!(
+                "{} is not a PEM certificate: {e}",
+                self.ca.display()
+            ))
+        })?;
+        let anchor = webpki::anchor_from_trusted_cert(&ca).map_err(|e| {
+            Stale::Unusable(format!(
+                "{} is not a CA certificate: {e}",
+                self.ca.display()
+            ))
+        })?;
+        let end_entity = webpki::EndEntityCert::try_from(leaf).map_err(unparsable)?;
+        // Verifying the chain at the end of the renewal window checks the
+        // certificate's notAfter (which webpki does not otherwise expose).
+        let then = now
+            .checked_add(RENEW_BEFORE)
+            .and_then(|then| then.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or_else(UnixTime::now, UnixTime::since_unix_epoch);
+        end_entity
+            .verify_for_usage(
+                provider().signature_verification_algorithms.all,
+                &[anchor],
+                &certified.cert[1..],
+                then,
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            )
+            .map_err(|e| match e {
+                webpki::Error::CertExpired { not_after, .. } => Stale::Expiring {
+                    cert: self.files.cert.clone(),
+                    not_after,
+                },
+                other => Stale::Unusable(format!(
+                    "{} was not signed by {}, or is not valid for 30 more days: {other}",
+                    self.files.cert.display(),
+                    self.ca.display()
+                )),
+            })?;
+        Ok(())
+    }
+}
+
+/// The names of `names` that `cert` is not valid for, in order.
+///
+/// DNS names and IP addresses are checked as a TLS client would check them;
+/// a wildcard like `*.example.com`, which is not a name a client asks for, is
+/// covered when the certificate lists it.
+fn missing_names(
+    cert: &CertificateDer<'_>,
+    names: &[String],
+) -> Result<Vec<String>, webpki::Error> {
+    let cert = webpki::EndEntityCert::try_from(cert)?;
+    let covers = |name: &str| match ServerName::try_from(name) {
+        Ok(name) => cert.verify_is_valid_for_subject_name(&name).is_ok(),
+        Err(_) => cert
+            .valid_dns_names()
+            .any(|listed| listed.eq_ignore_ascii_case(name)),
+    };
+    Ok(names.iter().filter(|name| !covers(name)).cloned().collect())
 }
 
 fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
@@ -268,6 +444,149 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600
         );
+    }
+
+    fn read(path: &Path) -> Vec<u8> {
+        std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The three files' contents, to tell whether they were written again.
+    fn contents(generated: &GeneratedCertificate) -> [Vec<u8>; 3] {
+        [
+            read(&generated.ca),
+            read(&generated.files.cert),
+            read(&generated.files.key),
+        ]
+    }
+
+    fn with(extra: &str) -> Vec<String> {
+        let mut names = names();
+        names.push(extra.into());
+        names
+    }
+
+    /// The requested names the certificate in `generated` does not cover.
+    fn not_covered(generated: &GeneratedCertificate, names: &[String]) -> Vec<String> {
+        let certified = generated.files.load().unwrap();
+        missing_names(&certified.cert[0], names).unwrap()
+    }
+
+    #[test]
+    fn the_same_names_or_fewer_reuse_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = self_signed(dir.path(), &names()).unwrap();
+        let before = contents(&first);
+        let again = self_signed(dir.path(), &names()).unwrap();
+        assert!(
+            contents(&again) == before,
+            "the same names: files rewritten"
+        );
+        let fewer = self_signed(dir.path(), &["127.0.0.1".to_string()]).unwrap();
+        assert!(
+            contents(&fewer) == before,
+            "a subset of names: files rewritten"
+        );
+    }
+
+    #[test]
+    fn an_added_dns_name_makes_a_new_certificate_that_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = self_signed(dir.path(), &names()).unwrap();
+        let before = contents(&first);
+        let wanted = with("stsguard.default.svc");
+        match first.check(&wanted, SystemTime::now()) {
+            Err(Stale::MissingNames(missing)) => assert_eq!(missing, ["stsguard.default.svc"]),
+            other => panic!("expected the new name to be missing, got {other:?}"),
+        }
+        let again = self_signed(dir.path(), &wanted).unwrap();
+        let after = contents(&again);
+        assert!(after[1] != before[1], "the certificate was not made again");
+        assert!(after[0] != before[0], "the CA was not made again");
+        assert_eq!(not_covered(&again, &wanted), Vec::<String>::new());
+        again.check(&wanted, SystemTime::now()).unwrap();
+    }
+
+    #[test]
+    fn an_added_ip_address_makes_a_new_certificate_that_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = self_signed(dir.path(), &names()).unwrap();
+        let wanted = with("::1");
+        assert_eq!(not_covered(&first, &wanted), ["::1"]);
+        let again = self_signed(dir.path(), &wanted).unwrap();
+        assert_eq!(not_covered(&again, &wanted), Vec::<String>::new());
+        // An address is compared as an address, not as text.
+        assert_eq!(
+            not_covered(&again, &["0:0:0:0:0:0:0:1".to_string()]),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_garbage_certificate_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = self_signed(dir.path(), &names()).unwrap();
+        std::fs::write(&first.files.cert, "garbage").unwrap();
+        let again = self_signed(dir.path(), &names()).unwrap();
+        assert!(read(&again.files.cert) != b"garbage");
+        assert_eq!(not_covered(&again, &names()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_certificate_from_another_ca_is_made_again() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = self_signed(a.path(), &names()).unwrap();
+        let other = self_signed(b.path(), &names()).unwrap();
+        std::fs::copy(&other.ca, &first.ca).unwrap();
+        let error = first.check(&names(), SystemTime::now()).unwrap_err();
+        assert!(
+            matches!(error, Stale::Unusable(_)) && error.to_string().contains("was not signed by"),
+            "{error}"
+        );
+        let again = self_signed(a.path(), &names()).unwrap();
+        again.check(&names(), SystemTime::now()).unwrap();
+    }
+
+    #[test]
+    fn a_certificate_that_expires_within_30_days_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = self_signed(dir.path(), &names()).unwrap();
+        let before = contents(&first);
+        // rcgen's certificates are valid until 4096-01-01: look from just before.
+        let late = humantime::parse_rfc3339("4095-12-20T00:00:00Z").unwrap();
+        let error = first.check(&names(), late).unwrap_err();
+        assert!(
+            matches!(error, Stale::Expiring { .. })
+                && error
+                    .to_string()
+                    .contains("expires at 4096-01-01T00:00:00Z"),
+            "{error}"
+        );
+        let again = self_signed_at(dir.path(), &names(), late).unwrap();
+        assert!(contents(&again)[1] != before[1], "not made again");
+    }
+
+    #[test]
+    fn a_wildcard_name_is_reused_once_generated() {
+        let dir = tempfile::tempdir().unwrap();
+        let wanted = with("*.stsguard.svc");
+        let first = self_signed(dir.path(), &wanted).unwrap();
+        let before = contents(&first);
+        let again = self_signed(dir.path(), &wanted).unwrap();
+        assert!(
+            contents(&again) == before,
+            "a wildcard name regenerated every time"
+        );
+    }
+
+    #[test]
+    fn a_name_no_client_could_match_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = self_signed(dir.path(), &with("not a name")).unwrap_err();
+        assert!(
+            matches!(error, TlsError::BadName { .. }) && error.to_string().contains("not a name"),
+            "{error}"
+        );
+        assert!(!dir.path().join("tls.crt").exists(), "nothing is written");
     }
 
     #[test]
