@@ -198,6 +198,14 @@ fn self_signed_at(
     names: &[String],
     now: SystemTime,
 ) -> Result<GeneratedCertificate, TlsError> {
+    // `--tls-san "a, b"` or an empty `STSGUARD_TLS_SAN` are no reason to fail.
+    let names: Vec<String> = names
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+        .map(String::from)
+        .collect();
+    let names = names.as_slice();
     let generated = GeneratedCertificate {
         ca: dir.join("ca.crt"),
         files: CertificateFiles {
@@ -245,8 +253,9 @@ fn self_signed_at(
     let unmatched =
         missing_names(cert.der(), names).map_err(|e| TlsError::Generate(e.to_string()))?;
     if !unmatched.is_empty() {
+        let names: Vec<String> = unmatched.iter().map(|name| format!("`{name}`")).collect();
         return Err(TlsError::BadName {
-            names: unmatched.join(", "),
+            names: names.join(", "),
         });
     }
 
@@ -579,11 +588,26 @@ mod tests {
     }
 
     #[test]
+    fn blanks_around_and_between_names_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let spaced = vec![" localhost".to_string(), String::new(), "127.0.0.1 ".into()];
+        let first = self_signed(dir.path(), &spaced).unwrap();
+        assert_eq!(not_covered(&first, &names()), Vec::<String>::new());
+        let before = contents(&first);
+        let again = self_signed(dir.path(), &names()).unwrap();
+        assert!(
+            contents(&again) == before,
+            "the same names: files rewritten"
+        );
+    }
+
+    #[test]
     fn a_name_no_client_could_match_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let error = self_signed(dir.path(), &with("not a name")).unwrap_err();
         assert!(
-            matches!(error, TlsError::BadName { .. }) && error.to_string().contains("not a name"),
+            matches!(error, TlsError::BadName { .. })
+                && error.to_string().contains("cannot name `not a name`"),
             "{error}"
         );
         assert!(!dir.path().join("tls.crt").exists(), "nothing is written");
