@@ -42,13 +42,8 @@ impl Policy for ParallelPolicy {
     };
     type Object = StatefulSet;
     type Settings = NoSettings;
-    // It reads the JSON; the typed view only for a shape that it would refuse.
-    const READ_TYPED_OBJECT_FIRST: bool = false;
 
-    fn evaluate(
-        request: &Request<StatefulSet>,
-        _settings: &NoSettings,
-    ) -> Result<Verdict<StatefulSet>, Error> {
+    fn evaluate(request: &Request<StatefulSet>, _settings: &NoSettings) -> Result<Verdict, Error> {
         let (skip, ordered) = match (
             request.flag_annotation(SKIP_ANNOTATION),
             request.flag_annotation(ORDERED_ANNOTATION),
@@ -117,20 +112,14 @@ mod tests {
 
     use super::*;
 
-    fn fixture(scenario: &str) -> Value {
-        testing::load_request(format!(
-            "{}/../fixtures/golden/{scenario}/request.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-    }
+    use testing::golden_request as fixture;
 
-    fn annotated(mut request: Value, key: &str, value: &str) -> Value {
-        request["object"]["metadata"]["annotations"][key] = json!(value);
-        request
+    fn annotated(request: Value, key: &str, value: &str) -> Value {
+        testing::annotated(request, &[(key, value)])
     }
 
     fn run(request: &Value) -> Outcome {
-        testing::evaluate::<ParallelPolicy>(request, &json!({})).unwrap()
+        testing::run::<ParallelPolicy>(request, &json!({}))
     }
 
     /// The request's object with only `podManagementPolicy` changed.

@@ -74,13 +74,11 @@ impl Policy for ProbesPolicy {
     };
     type Object = StatefulSet;
     type Settings = ProbesSettings;
-    // It reads its own small view of the JSON (`view`), not the typed StatefulSet.
-    const READ_TYPED_OBJECT_FIRST: bool = false;
 
     fn evaluate(
         request: &Request<StatefulSet>,
         settings: &ProbesSettings,
-    ) -> Result<Verdict<StatefulSet>, Error> {
+    ) -> Result<Verdict, Error> {
         let overrides = match Overrides::read(request) {
             Ok(overrides) => overrides,
             Err(problems) => return Ok(refuse(request, problems, Vec::new())),
@@ -231,11 +229,7 @@ impl Overrides {
 
 /// A bad annotation: denied on CREATE; on UPDATE a warning, and nothing is added
 /// (the object was accepted before, and denying would block unrelated changes).
-fn refuse(
-    request: &Request<StatefulSet>,
-    problems: Vec<String>,
-    warnings: Vec<String>,
-) -> Verdict<StatefulSet> {
+fn refuse(request: &Request<StatefulSet>, problems: Vec<String>, warnings: Vec<String>) -> Verdict {
     match request.operation() {
         Operation::Create => Verdict::reject(problems.join("; ")).warn_all(warnings),
         _ => Verdict::accept().warn_all(warnings).warn_all(problems),

@@ -6,29 +6,10 @@ use stsguard_policy::testing::{self, Outcome};
 
 use super::*;
 
-fn fixture(scenario: &str) -> Value {
-    testing::load_request(format!(
-        "{}/../fixtures/golden/{scenario}/request.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-}
-
-fn annotated(mut request: Value, pairs: &[(&str, &str)]) -> Value {
-    for (key, value) in pairs {
-        request["object"]["metadata"]["annotations"][*key] = json!(value);
-    }
-    request
-}
+use testing::{annotated, golden_request as fixture};
 
 fn run_with(request: &Value, settings: Value) -> Outcome {
-    let out = testing::evaluate::<ProbesPolicy>(request, &settings).unwrap();
-    for w in &out.warnings {
-        assert!(
-            w.chars().count() < 200 && !w.contains('\n'),
-            "warning too long or multi-line: {w}"
-        );
-    }
-    out
+    testing::run::<ProbesPolicy>(request, &settings)
 }
 
 fn run(request: &Value) -> Outcome {

@@ -2,41 +2,50 @@
 //!
 //! A policy is a WebAssembly component that exports the `stsguard:policy` world
 //! (`policies/wit/policy.wit`). This crate hides the component glue: a policy
-//! author implements [`Policy`] — one function that takes the typed request and
+//! author implements [`Policy`] — one function that takes the request and
 //! settings and returns a [`Verdict`] — and names the type in [`export_policy!`].
 //!
 //! ```text
 //!   host (wasmtime)                      this crate                     your policy
 //!   ───────────────                      ──────────                     ───────────
 //!   evaluate(request, object,   ──► parse settings (S::validate)
-//!            settings)                  parse the request, keep `object` as
+//!            settings)                  read the request, keep `object` as
 //!                                       text; skip other kinds, DELETE, CONNECT
-//!                                       views of `object` on demand ─► Policy::evaluate
+//!                                       object_view::<V>() on demand ─► Policy::evaluate
 //!                                                                         │
-//!   Verdict { allowed, message,  ◄── `set` values as they are,   ◄── Verdict::accept /
-//!     warnings, mutation }           typed edits merged into the      reject / set /
-//!                                    original JSON (nothing lost)     mutate + warn
+//!   verdict { allowed, message,  ◄── the values to set,           ◄── Verdict::accept /
+//!     warnings, mutation }           as JSON text                     reject / set + warn
 //! ```
 //!
-//! **No field is lost.** A policy edits a typed k8s-openapi object, but typed
-//! structs drop what they do not know (fields newer than k8s-openapi,
-//! `creationTimestamp: null`). The SDK therefore never returns the re-serialized
-//! typed object: it compares the typed object before and after the policy ran and
-//! applies only that difference to the JSON the API server sent. A verdict that
-//! changes nothing carries no mutation, so the host sends no patch.
-//!
-//! Re-serializing costs a few tens of microseconds; a policy on a hot path reads
-//! a small view of the JSON ([`Request::object_view`]) and names the values it
-//! changes ([`Verdict::set`]): then neither the policy nor the host handles the
-//! whole object.
+//! **One way to read, one way to write.** A policy reads the object with
+//! [`Request::object_view`] into any serde type (a small view of the fields it
+//! needs, or the whole typed k8s-openapi object) and changes it with
+//! [`Verdict::set`], a value at a JSON pointer. The host applies those values to
+//! its own copy of the object and computes the patch, so **no field is lost**:
+//! fields newer than k8s-openapi, `creationTimestamp: null`, anything a Rust
+//! type would drop on a round trip stays as the API server sent it. The
+//! built-in policies use exactly this, so it is also the fast way.
 //!
 //! The same crate compiles natively, so a policy's unit tests run with plain
 //! `cargo test` through [`testing`], against fixture AdmissionRequests, with no
-//! WebAssembly involved.
+//! WebAssembly involved — and with the host's own rules (`stsguard-contract`):
+//! what the server would refuse, the harness refuses.
 //!
 //! ```
 //! use stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
 //! use stsguard_policy::{Error, Metadata, NoSettings, Operation, Policy, Request, Verdict};
+//!
+//! /// The fields the policy reads.
+//! #[derive(serde::Deserialize)]
+//! struct View {
+//!     spec: Option<Spec>,
+//! }
+//!
+//! #[derive(serde::Deserialize)]
+//! #[serde(rename_all = "camelCase")]
+//! struct Spec {
+//!     min_ready_seconds: Option<i32>,
+//! }
 //!
 //! pub struct MinReadySeconds;
 //!
@@ -51,14 +60,15 @@
 //!     type Object = StatefulSet;
 //!     type Settings = NoSettings;
 //!
-//!     fn evaluate(request: &Request<StatefulSet>, _: &NoSettings) -> Result<Verdict<StatefulSet>, Error> {
-//!         let mut sts = request.object().clone();
-//!         let spec = sts.spec.get_or_insert_default();
-//!         if request.operation() != Operation::Create || spec.min_ready_seconds.is_some() {
+//!     fn evaluate(request: &Request<StatefulSet>, _: &NoSettings) -> Result<Verdict, Error> {
+//!         let view: View = request.object_view()?;
+//!         let set = view.spec.and_then(|spec| spec.min_ready_seconds).is_some();
+//!         if request.operation() != Operation::Create || set {
 //!             return Ok(Verdict::accept());
 //!         }
-//!         spec.min_ready_seconds = Some(10);
-//!         Ok(Verdict::mutate(sts).warn("set spec.minReadySeconds to 10"))
+//!         Ok(Verdict::accept()
+//!             .set("/spec/minReadySeconds", 10)?
+//!             .warn("set spec.minReadySeconds to 10"))
 //!     }
 //! }
 //!
@@ -67,7 +77,6 @@
 
 pub mod json;
 pub mod log;
-mod merge;
 mod request;
 #[doc(hidden)]
 pub mod runtime;
@@ -96,22 +105,12 @@ pub trait Policy {
 
     /// The kind of object the policy evaluates, e.g.
     /// `k8s_openapi::api::apps::v1::StatefulSet`. Requests for any other kind are
-    /// allowed untouched without calling [`Policy::evaluate`].
+    /// allowed untouched without calling [`Policy::evaluate`]; an object a
+    /// [`Request::object_view`] cannot read is checked against this type.
     type Object: k8s_openapi::Resource + serde::de::DeserializeOwned + serde::Serialize;
 
     /// The policy's settings; [`NoSettings`] when it takes none.
     type Settings: Settings;
-
-    /// Whether the SDK reads the typed view ([`Request::object`]) before calling
-    /// [`Policy::evaluate`], so that an object which cannot be read as a
-    /// [`Policy::Object`] is an error even if the policy never looks at it.
-    ///
-    /// A policy that works on [`Request::object_json`] sets it to `false` and
-    /// skips that cost (tens of microseconds): the typed view is then read only
-    /// if the policy calls [`Request::object`], and an object it cannot read
-    /// makes the evaluation an error from there on (the policy continues on a
-    /// bare object; its verdict is discarded).
-    const READ_TYPED_OBJECT_FIRST: bool = true;
 
     /// Decides about one CREATE or UPDATE of a [`Policy::Object`]. DELETE and
     /// CONNECT never reach it. Return `Err` only when the policy cannot decide
@@ -120,7 +119,7 @@ pub trait Policy {
     fn evaluate(
         request: &Request<Self::Object>,
         settings: &Self::Settings,
-    ) -> Result<Verdict<Self::Object>, Error>;
+    ) -> Result<Verdict, Error>;
 }
 
 /// What a policy says about itself. See `record metadata` in the WIT contract.

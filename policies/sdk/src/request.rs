@@ -1,6 +1,7 @@
 //! The request a policy decides about: one AdmissionRequest, read once.
 
 use std::cell::OnceCell;
+use std::marker::PhantomData;
 
 use k8s_openapi::Resource;
 use serde::Deserialize;
@@ -47,16 +48,14 @@ pub(crate) fn matches_kind<K: Resource>(gvk: &GroupVersionKind) -> bool {
     gvk.group == K::GROUP && gvk.version == K::VERSION && gvk.kind == K::KIND
 }
 
-/// One CREATE or UPDATE of a `K`, with a typed view of the object and the JSON
-/// the API server sent.
+/// One CREATE or UPDATE of a `K`: the object, and what the request says about it.
 ///
-/// Read through the typed view ([`Request::object`]); to change the object, clone
-/// it, edit the clone and return it with [`Verdict::mutate`](crate::Verdict::mutate).
-///
-/// The typed view is read before the policy is called, unless the policy sets
-/// [`Policy::READ_TYPED_OBJECT_FIRST`](crate::Policy::READ_TYPED_OBJECT_FIRST) to
-/// `false`: then on first use, and a policy that only reads
-/// [`Request::object_json`] never pays for it.
+/// **One way to read the object: [`Request::object_view`]**, into any serde type —
+/// a small struct with just the fields the policy needs (the fast way in
+/// WebAssembly, where building the whole object costs more than most policies'
+/// own work), or the whole typed k8s-openapi object (`request.object_view::<StatefulSet>()`).
+/// The stored object of an UPDATE is read the same way ([`Request::old_object_view`]).
+/// Changes go back with [`Verdict::set`](crate::Verdict::set).
 pub struct Request<K> {
     uid: String,
     name: String,
@@ -64,37 +63,36 @@ pub struct Request<K> {
     operation: Operation,
     dry_run: bool,
     username: String,
-    object: OnceCell<K>,
-    /// Why the typed view could not be read, once a policy asked for it.
-    object_error: OnceCell<Error>,
     /// The object as the host passed it (the WIT `object` argument), kept as
-    /// text: a policy reads its own small view of it, and building the whole
-    /// JSON tree is the largest cost of a policy in WebAssembly.
+    /// text: a policy reads its own view of it.
     object_text: String,
-    object_json: OnceCell<Value>,
     object_head: OnceCell<Head>,
     old_object_text: Option<Box<RawValue>>,
-    old_object_json: OnceCell<Option<Value>>,
-    old_object: OnceCell<Result<K, Error>>,
+    kind: PhantomData<fn() -> K>,
 }
 
-impl<K: Resource + DeserializeOwned> Request<K> {
-    /// The object read as `V`, a policy's own small serde view of just the fields
-    /// it needs: much cheaper in WebAssembly than the whole typed object. A shape
-    /// the view refuses is read through the typed object instead, so an object
-    /// k8s-openapi refuses fails with k8s-openapi's error (as [`Request::object`]
-    /// would), and one it accepts is read from its typed form.
-    pub fn object_view<V: DeserializeOwned>(&self) -> Result<V, Error>
-    where
-        K: serde::Serialize,
-    {
+impl<K: Resource + DeserializeOwned + serde::Serialize> Request<K> {
+    /// The object read as `V`: a policy's own serde view of the fields it needs
+    /// (missing optional fields are `None`; see [`json::null_as_default`](crate::json::null_as_default)
+    /// for required ones), or `K` itself for the whole typed object.
+    ///
+    /// An object the view refuses is read as `K` first and the view taken from
+    /// that, so an object k8s-openapi refuses fails with k8s-openapi's error
+    /// (`cannot read \`object\` as apps/v1 StatefulSet: ...`) and a view never
+    /// sees a shape the typed object would not have. The error fails the
+    /// evaluation when returned with `?`.
+    pub fn object_view<V: DeserializeOwned>(&self) -> Result<V, Error> {
         if let Ok(view) = serde_json::from_str::<V>(&self.object_text) {
             return Ok(view);
         }
-        let typed = serde_json::to_value(self.object())?;
+        let json: Value = serde_json::from_str(&self.object_text)
+            .map_err(|e| Error::new(format!("the object is not JSON: {e}")))?;
+        let typed = serde_json::to_value(read_typed::<K>(&json, "object")?)?;
         Ok(V::deserialize(&typed)?)
     }
+}
 
+impl<K> Request<K> {
     /// `None` when there is no object (`null`; CREATE and UPDATE always have one).
     pub(crate) fn from_wire(wire: Wire, object_text: String) -> Result<Option<Self>, String> {
         if object_text.trim() == "null" {
@@ -120,104 +118,26 @@ impl<K: Resource + DeserializeOwned> Request<K> {
             operation: wire.operation,
             dry_run: wire.dry_run.unwrap_or(false),
             username: wire.user_info.username,
-            object: OnceCell::new(),
-            object_error: OnceCell::new(),
             object_text,
-            object_json: OnceCell::new(),
             object_head,
             old_object_text: wire.old_object,
-            old_object_json: OnceCell::new(),
-            old_object: OnceCell::new(),
+            kind: PhantomData,
         }))
     }
 
-    /// The object as the previous policies in the chain left it, read into the
-    /// typed view on first use.
-    pub fn object(&self) -> &K {
-        self.object
-            .get_or_init(|| match read_typed::<K>(self.object_json(), "object") {
-                Ok(object) => object,
-                Err(error) => {
-                    // The evaluation fails with this error (see `object_error`); the
-                    // policy runs on to completion on a bare object whose verdict is
-                    // discarded.
-                    let bare = serde_json::json!({
-                        "apiVersion": K::API_VERSION,
-                        "kind": K::KIND,
-                        "metadata": {},
-                    });
-                    let bare = K::deserialize(bare).unwrap_or_else(|_| panic!("{error}"));
-                    let _ = self.object_error.set(error);
-                    bare
-                }
-            })
-    }
-
-    /// Why the typed view of the object could not be read, if a policy asked for it.
-    pub(crate) fn object_error(&self) -> Option<&Error> {
-        self.object_error.get()
-    }
-
-    /// The stored object on UPDATE, read into the typed view on first use.
-    /// `Ok(None)` on CREATE.
-    pub fn old_object(&self) -> Result<Option<&K>, Error> {
-        let Some(json) = self.old_object_json() else {
-            return Ok(None);
-        };
-        match self
-            .old_object
-            .get_or_init(|| read_typed::<K>(json, "oldObject"))
-        {
-            Ok(old) => Ok(Some(old)),
-            Err(e) => Err(e.clone()),
-        }
-    }
-
-    /// The stored object on UPDATE, as JSON (parsed on first use); `None` on CREATE.
-    pub fn old_object_json(&self) -> Option<&Value> {
-        self.old_object_json
-            .get_or_init(|| {
-                let text = self.old_object_text.as_ref()?;
-                // Already checked to be JSON when the request was read.
-                serde_json::from_str(text.get()).ok()
-            })
-            .as_ref()
-    }
-
-    /// The stored object on UPDATE read as `V`, a small serde view (as
-    /// [`Request::object_view`], without the typed fallback: the API server wrote
-    /// it); `Ok(None)` on CREATE. Cheaper than [`Request::old_object_json`] when a
-    /// policy compares a part of the two objects.
+    /// The stored object on UPDATE read as `V` (as [`Request::object_view`];
+    /// the API server wrote it, so there is no typed fallback); `Ok(None)` on
+    /// CREATE.
     pub fn old_object_view<V: DeserializeOwned>(&self) -> Result<Option<V>, Error> {
         let Some(text) = &self.old_object_text else {
             return Ok(None);
         };
+        if text.get() == "null" {
+            return Ok(None);
+        }
         serde_json::from_str(text.get())
             .map(Some)
             .map_err(|e| Error::new(format!("cannot read `oldObject`: {e}")))
-    }
-}
-
-impl<K> Request<K> {
-    /// The object as JSON, including fields the typed view does not know. Built
-    /// on first use: in WebAssembly, reading the whole tree costs more than
-    /// most policies' own work, so prefer [`Request::object_view`] for reading.
-    pub fn object_json(&self) -> &Value {
-        self.object_json.get_or_init(|| {
-            // Text that is not JSON fails the evaluation, like a typed view that
-            // cannot be read.
-            serde_json::from_str(&self.object_text).unwrap_or_else(|e| {
-                let _ = self
-                    .object_error
-                    .set(Error::new(format!("the object is not JSON: {e}")));
-                Value::Null
-            })
-        })
-    }
-
-    /// The object as JSON text, exactly as the host passed it.
-    pub fn object_text(&self) -> &str {
-        &self.object_text
     }
 
     /// CREATE or UPDATE.
@@ -250,7 +170,8 @@ impl<K> Request<K> {
         &self.username
     }
 
-    /// The value of an annotation on the object, if present.
+    /// The value of an annotation on the object, if present. Read without
+    /// reading the rest of the object.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         let head = self
             .object_head

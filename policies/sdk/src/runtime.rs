@@ -65,23 +65,12 @@ pub fn evaluate<P: Policy>(
     if !matches_kind::<P::Object>(&wire.kind) || !wire.operation.has_object() {
         return Ok(allow_untouched());
     }
-    let Some(mut request) = Request::<P::Object>::from_wire(wire, object)? else {
+    let Some(request) = Request::<P::Object>::from_wire(wire, object)? else {
         return Ok(allow_untouched());
     };
-    if P::READ_TYPED_OBJECT_FIRST {
-        let _ = request.object();
-        if let Some(error) = request.object_error() {
-            return Err(error.to_string());
-        }
-    }
     let verdict = P::evaluate(&request, &settings).map_err(|e| e.to_string())?;
-    // A typed view the policy asked for and could not have decides the result.
-    if let Some(error) = request.object_error() {
-        return Err(error.to_string());
-    }
-    let verdict = verdict.into_contract(&mut request)?;
     discard((request, settings));
-    Ok(verdict)
+    Ok(verdict.into_contract())
 }
 
 fn allow_untouched() -> contract::Verdict {

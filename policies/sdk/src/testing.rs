@@ -17,7 +17,7 @@
 //! #     type Object = stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
 //! #     type Settings = stsguard_policy::NoSettings;
 //! #     fn evaluate(_: &stsguard_policy::Request<Self::Object>, _: &Self::Settings)
-//! #         -> Result<stsguard_policy::Verdict<Self::Object>, stsguard_policy::Error> {
+//! #         -> Result<stsguard_policy::Verdict, stsguard_policy::Error> {
 //! #         Ok(stsguard_policy::Verdict::accept()) }
 //! # }
 //! use stsguard_policy::serde_json::json;
@@ -74,6 +74,25 @@ pub fn evaluate<P: Policy>(request: &Value, settings: &Value) -> Result<Outcome,
     let (rest, object) = wit_arguments(request);
     let verdict = runtime::evaluate::<P>(&rest, object, &settings.to_string())?;
     outcome(verdict, P::METADATA.mutating, &request["object"])
+}
+
+/// [`evaluate`] for a test that expects an answer: panics with the policy's
+/// error, and checks that every warning is one line that reaches the user
+/// whole, with the host's prefix, within [`MAX_WARNING_CHARS`](crate::MAX_WARNING_CHARS).
+pub fn run<P: Policy>(request: &Value, settings: &Value) -> Outcome {
+    let outcome = evaluate::<P>(request, settings)
+        .unwrap_or_else(|e| panic!("policy `{}` failed: {e}", P::METADATA.name));
+    let prefix = text::warning_prefix(P::METADATA.name, false)
+        .chars()
+        .count();
+    for warning in &outcome.warnings {
+        assert!(
+            !warning.contains(['\n', '\r'])
+                && prefix + warning.chars().count() <= crate::MAX_WARNING_CHARS,
+            "warning too long or not one line (the host would cut it): {warning}"
+        );
+    }
+    outcome
 }
 
 /// Checks settings as the host does when it loads the configuration.
@@ -137,6 +156,28 @@ pub fn load_request(path: impl AsRef<Path>) -> Value {
     } else {
         value
     }
+}
+
+/// The AdmissionRequest of a golden scenario of this repository
+/// (`policies/fixtures/golden/<scenario>/request.json`), which the built-in
+/// policies' tests share.
+pub fn golden_request(scenario: &str) -> Value {
+    load_request(
+        Path::new(GOLDEN_SCENARIOS)
+            .join(scenario)
+            .join("request.json"),
+    )
+}
+
+/// Where the golden scenarios are: see [`check_golden`].
+pub const GOLDEN_SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/golden");
+
+/// The request with these annotations added to its object.
+pub fn annotated(mut request: Value, annotations: &[(&str, &str)]) -> Value {
+    for (key, value) in annotations {
+        request["object"]["metadata"]["annotations"][*key] = json!(value);
+    }
+    request
 }
 
 /// An AdmissionRequest that creates `object`, shaped like the API server's.

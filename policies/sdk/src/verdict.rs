@@ -1,13 +1,10 @@
-//! What a policy decides: accept, reject with a message, or mutate — each with
-//! warnings that explain it.
+//! What a policy decides: accept, reject with a message, or set values — each
+//! with warnings that explain it.
 
 use serde::Serialize;
-use serde_json::Value;
-
 use stsguard_contract::{self as contract, Field, Mutation};
 
-use crate::merge::apply_typed_edits;
-use crate::{Error, Request, json};
+use crate::Error;
 
 /// The longest warning the host sends, its `stsguard/<policy>: ` prefix
 /// included, in characters: longer ones are cut with `…` (Kubernetes itself
@@ -16,32 +13,37 @@ pub use stsguard_contract::text::MAX_WARNING_CHARS;
 
 /// A policy's answer about one request.
 ///
+/// **One way to change the object: [`Verdict::set`]** a value at a JSON
+/// pointer, as many as needed. Only those values travel to the host, which sets
+/// them in its copy of the object with the contract's rules: the object's
+/// other fields, including ones no Rust type knows, are never touched.
+///
 /// ```
 /// # use stsguard_policy::Verdict;
-/// # let sts = stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet::default();
-/// let _ = Verdict::<()>::accept();
-/// let _ = Verdict::<()>::reject("volumeClaimTemplate `data` has no storage request; add spec.resources.requests.storage");
-/// let _ = Verdict::mutate(sts).warn("set spec.podManagementPolicy to Parallel");
+/// let _ = Verdict::accept();
+/// let _ = Verdict::reject("volumeClaimTemplate `data` has no storage request; add spec.resources.requests.storage");
+/// let _ = Verdict::accept()
+///     .set("/spec/podManagementPolicy", "Parallel")
+///     .unwrap()
+///     .warn("set spec.podManagementPolicy to Parallel");
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "a verdict does nothing unless it is returned"]
-pub struct Verdict<K> {
-    decision: Decision<K>,
+pub struct Verdict {
+    decision: Decision,
     warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
-enum Decision<K> {
+enum Decision {
     Accept,
     Reject(String),
-    Mutate(K),
-    MutateJson(Value),
     /// `(pointer, value as JSON text)`, applied in order by the host to the
     /// object as sent (WIT `mutation::set`).
-    Set(Vec<(String, String)>),
+    Set(Vec<Field>),
 }
 
-impl<K> Verdict<K> {
+impl Verdict {
     /// Allow the request unchanged.
     pub fn accept() -> Self {
         Self::with(Decision::Accept)
@@ -53,50 +55,29 @@ impl<K> Verdict<K> {
         Self::with(Decision::Reject(message.into()))
     }
 
-    /// Allow the request with the object changed to `object`: a clone of
-    /// [`Request::object`] with your edits. Only the fields you changed are
-    /// changed in the user's object; if you changed nothing, no patch is sent.
-    pub fn mutate(object: K) -> Self {
-        Self::with(Decision::Mutate(object))
-    }
-
-    /// Allow the request with the object replaced by this JSON: for edits the
-    /// typed view cannot express. Start from a clone of
-    /// [`Request::object_json`] so no field is lost.
-    pub fn mutate_json(object: Value) -> Self {
-        Self::with(Decision::MutateJson(object))
-    }
-
     /// Allow the request with the value at `pointer` (RFC 6901, e.g.
-    /// `/spec/podManagementPolicy`) set to `value`; objects missing on the way are
-    /// created, array elements must exist. Call it again for more values; they
-    /// apply in order. Only the values travel to the host, which sets them in its
-    /// copy of the object: neither side copies or re-serializes the whole object,
-    /// so this is the fastest way to mutate. Values already in place change
-    /// nothing, and if none changes anything no patch is sent.
+    /// `/spec/podManagementPolicy`, `/metadata/annotations/example.com~1key`)
+    /// set to `value` — any serializable value, a typed k8s-openapi `Probe` as
+    /// well as a string. Objects missing on the way are created; array elements
+    /// must exist (set the whole array to add one); the empty pointer is the
+    /// whole object. Call it again for more values; they apply in order. Values
+    /// already in place change nothing, and if none changes anything no patch
+    /// is sent. A value that would change the object's identity (name,
+    /// namespace, uid, ...) fails the evaluation.
     ///
-    /// Applies to an accepting verdict or one from [`Verdict::mutate_json`]
-    /// (whose object is then edited); on any other the result is an `Err`.
-    ///
-    /// ```
-    /// # use stsguard_policy::Verdict;
-    /// let v = Verdict::<()>::accept().set("/spec/podManagementPolicy", "Parallel").unwrap();
-    /// # let _ = v;
-    /// ```
+    /// `Err` when the value does not serialize, or on a rejecting verdict.
     pub fn set(mut self, pointer: impl Into<String>, value: impl Serialize) -> Result<Self, Error> {
-        let pointer = pointer.into();
+        let field = Field {
+            pointer: pointer.into(),
+            value: serde_json::to_string(&value)?,
+        };
         match &mut self.decision {
-            Decision::Accept => {
-                self.decision = Decision::Set(vec![(pointer, serde_json::to_string(&value)?)]);
-            }
-            Decision::Set(values) => values.push((pointer, serde_json::to_string(&value)?)),
-            Decision::MutateJson(object) => {
-                json::set_value(object, &pointer, serde_json::to_value(value)?)?;
-            }
-            Decision::Reject(_) | Decision::Mutate(_) => {
+            Decision::Accept => self.decision = Decision::Set(vec![field]),
+            Decision::Set(fields) => fields.push(field),
+            Decision::Reject(_) => {
                 return Err(Error::new(format!(
-                    "Verdict::set({pointer:?}) on a verdict that rejects or mutates the typed \
-                     object"
+                    "Verdict::set({:?}) on a verdict that rejects",
+                    field.pointer
                 )));
             }
         }
@@ -106,7 +87,7 @@ impl<K> Verdict<K> {
     /// Adds a warning, shown by kubectl. Keep it to one short line: the host
     /// sends it as one line (newlines become spaces), prefixed with
     /// `stsguard/<policy>: ` and cut to [`MAX_WARNING_CHARS`] in all, once (a
-    /// repeated warning is sent once). The [`testing`](crate::testing) harness
+    /// repeated warning is sent once). [`testing::Chain`](crate::testing::Chain)
     /// shows them exactly as the host sends them.
     pub fn warn(mut self, warning: impl Into<String>) -> Self {
         self.warnings.push(warning.into());
@@ -129,69 +110,26 @@ impl<K> Verdict<K> {
         &self.warnings
     }
 
-    fn with(decision: Decision<K>) -> Self {
+    fn with(decision: Decision) -> Self {
         Self {
             decision,
             warnings: Vec::new(),
         }
     }
-}
 
-impl<K: Serialize> Verdict<K> {
-    /// The verdict as the host receives it, with typed edits merged into the
-    /// original JSON.
-    ///
-    /// In WebAssembly nothing is freed: the instance is discarded after the call.
-    pub(crate) fn into_contract(self, request: &mut Request<K>) -> Result<contract::Verdict, String>
-    where
-        K: k8s_openapi::Resource + serde::de::DeserializeOwned,
-    {
-        let changed_object = |object: Value| -> Result<Option<Mutation>, String> {
-            if object == *request.object_json() {
-                return Ok(None);
-            }
-            let text = serde_json::to_string(&object).map_err(serialize_error)?;
-            discard(object);
-            Ok(Some(Mutation::Object(text)))
+    /// The verdict as the host receives it.
+    pub(crate) fn into_contract(self) -> contract::Verdict {
+        let (allowed, message, mutation) = match self.decision {
+            Decision::Accept => (true, None, None),
+            Decision::Reject(message) => (false, Some(message), None),
+            Decision::Set(fields) => (true, None, Some(Mutation::Set(fields))),
         };
-        let mutation = match self.decision {
-            Decision::Accept => None,
-            Decision::Reject(message) => {
-                return Ok(contract::Verdict {
-                    allowed: false,
-                    message: Some(message),
-                    warnings: self.warnings,
-                    mutation: None,
-                });
-            }
-            Decision::Mutate(edited) => {
-                let base = serde_json::to_value(request.object()).map_err(serialize_error)?;
-                let edited_json = serde_json::to_value(&edited).map_err(serialize_error)?;
-                discard(edited);
-                let mutation = if base == edited_json {
-                    None
-                } else {
-                    let mut merged = request.object_json().clone();
-                    apply_typed_edits(&mut merged, &base, &edited_json);
-                    changed_object(merged)?
-                };
-                discard((base, edited_json));
-                mutation
-            }
-            Decision::MutateJson(object) => changed_object(object)?,
-            Decision::Set(values) => Some(Mutation::Set(
-                values
-                    .into_iter()
-                    .map(|(pointer, value)| Field { pointer, value })
-                    .collect(),
-            )),
-        };
-        Ok(contract::Verdict {
-            allowed: true,
-            message: None,
+        contract::Verdict {
+            allowed,
+            message,
             warnings: self.warnings,
             mutation,
-        })
+        }
     }
 }
 
@@ -205,18 +143,41 @@ pub(crate) fn discard<T>(value: T) {
     }
 }
 
-fn serialize_error(e: serde_json::Error) -> String {
-    format!("cannot serialize the mutated object: {e}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_short_warning_is_kept_as_is() {
-        let v = Verdict::<()>::reject("no").warn_all(["set a", "set b"]);
+    fn warnings_are_kept_for_the_host_to_shape() {
+        let v = Verdict::reject("no")
+            .warn_all(["set a", "set b"])
+            .warn("  c\n");
         assert!(v.is_rejected());
-        assert_eq!(v.warnings(), ["set a", "set b"]);
+        assert_eq!(v.warnings(), ["set a", "set b", "  c\n"]);
+    }
+
+    #[test]
+    fn values_are_set_in_order_and_never_on_a_rejection() {
+        let verdict = Verdict::accept()
+            .set("/a", 1)
+            .unwrap()
+            .set("/b", "x")
+            .unwrap()
+            .into_contract();
+        assert_eq!(
+            verdict.mutation,
+            Some(Mutation::Set(vec![
+                Field {
+                    pointer: "/a".into(),
+                    value: "1".into()
+                },
+                Field {
+                    pointer: "/b".into(),
+                    value: "\"x\"".into()
+                },
+            ]))
+        );
+        let error = Verdict::reject("no").set("/a", 1).unwrap_err();
+        assert!(error.to_string().contains("rejects"), "{error}");
     }
 }

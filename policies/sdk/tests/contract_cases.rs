@@ -1,6 +1,5 @@
 //! The contract's cross-check table (`policies/contract/cases/mutations.json`)
-//! through the SDK: a policy returns each case's mutation with the SDK's own
-//! builders, and the native harness must accept and refuse exactly what the
+//! through the SDK: a policy returns each case's mutation with `Verdict::set`, and the native harness must accept and refuse exactly what the
 //! table says — which is what the host does with the same table in wasm.
 
 use serde::Deserialize;
@@ -37,15 +36,12 @@ impl Policy for Echo {
     };
     type Object = StatefulSet;
     type Settings = EchoSettings;
-    const READ_TYPED_OBJECT_FIRST: bool = false;
 
-    fn evaluate(
-        _: &Request<StatefulSet>,
-        settings: &EchoSettings,
-    ) -> Result<Verdict<StatefulSet>, Error> {
+    fn evaluate(_: &Request<StatefulSet>, settings: &EchoSettings) -> Result<Verdict, Error> {
         let case = case(&settings.case);
+        // The SDK's one way to write; a whole object is the value at "".
         if let Some(object) = case.object {
-            return Ok(Verdict::mutate_json(object));
+            return Verdict::accept().set("", object);
         }
         let mut verdict = Verdict::accept();
         for value in case.set.unwrap_or_default() {

@@ -13,6 +13,21 @@ use serde::Deserialize;
 use stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
 use stsguard_policy::{Error, Metadata, Policy, Request, Settings, Verdict};
 
+/// The fields of a StatefulSet the policy reads. A small view is the fast way
+/// in WebAssembly; `request.object_view::<StatefulSet>()` reads the whole typed
+/// object instead, if you need much of it.
+#[derive(Debug, Deserialize)]
+struct View {
+    spec: Option<Spec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Spec {
+    replicas: Option<i32>,
+    min_ready_seconds: Option<i32>,
+}
+
 /// The policy's settings, from `settings:` in the stsguard configuration.
 /// `default`: every key is optional; `deny_unknown_fields`: a typo is an error.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,12 +79,10 @@ impl Policy for MyPolicy {
     type Object = StatefulSet;
     type Settings = MySettings;
 
-    fn evaluate(
-        request: &Request<StatefulSet>,
-        settings: &MySettings,
-    ) -> Result<Verdict<StatefulSet>, Error> {
-        // Read through the typed view...
-        let Some(spec) = &request.object().spec else {
+    fn evaluate(request: &Request<StatefulSet>, settings: &MySettings) -> Result<Verdict, Error> {
+        // Read: the object into the view (an object that is no StatefulSet at
+        // all is an error, and `?` fails the evaluation with it)...
+        let Some(spec) = request.object_view::<View>()?.spec else {
             return Ok(Verdict::accept());
         };
         let replicas = spec.replicas.unwrap_or(1);
@@ -83,14 +96,14 @@ impl Policy for MyPolicy {
         if spec.min_ready_seconds.is_some() {
             return Ok(Verdict::accept());
         }
-        // ...and edit a clone. Only what you change is patched: fields the typed
-        // view does not know are kept.
-        let mut sts = request.object().clone();
-        sts.spec.get_or_insert_default().min_ready_seconds = Some(settings.min_ready_seconds);
-        Ok(Verdict::mutate(sts).warn(format!(
-            "set spec.minReadySeconds to {}",
-            settings.min_ready_seconds
-        )))
+        // ...write: the values to set, at JSON pointers. The host sets them in its
+        // copy of the object, so every other field stays as the user sent it.
+        Ok(Verdict::accept()
+            .set("/spec/minReadySeconds", settings.min_ready_seconds)?
+            .warn(format!(
+                "set spec.minReadySeconds to {}",
+                settings.min_ready_seconds
+            )))
     }
 }
 

@@ -52,13 +52,11 @@ impl Policy for VolumeClaimsPolicy {
     };
     type Object = StatefulSet;
     type Settings = VolumeClaimsSettings;
-    // It reads its own small view of the JSON (`view`), not the typed StatefulSet.
-    const READ_TYPED_OBJECT_FIRST: bool = false;
 
     fn evaluate(
         request: &Request<StatefulSet>,
         settings: &VolumeClaimsSettings,
-    ) -> Result<Verdict<StatefulSet>, Error> {
+    ) -> Result<Verdict, Error> {
         let mut violations = Vec::new();
         let skip = request
             .flag_annotation(SKIP_ANNOTATION)

@@ -21,19 +21,12 @@ fn default_chain() -> Chain {
 
 #[test]
 fn golden_scenarios() {
-    testing::check_golden(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/golden"),
-        &default_chain(),
-    );
+    testing::check_golden(testing::GOLDEN_SCENARIOS, &default_chain());
 }
 
 #[test]
 fn the_lab_statefulset_gets_exactly_probes_and_parallel() {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fixtures/golden/lab-statefulset.create"
-    );
-    let request = testing::load_request(format!("{dir}/request.json"));
+    let request = testing::golden_request("lab-statefulset.create");
     let outcome = default_chain().run(&request).unwrap();
     assert_eq!(outcome.denial, None);
     let mut expected = request["object"].clone();

@@ -1,20 +1,41 @@
-//! A policy that edits the typed object, end to end through the SDK: nothing the
-//! typed view does not know is lost, and an edit that changes nothing sends no
-//! mutated object.
-
-use std::collections::BTreeMap;
+//! A policy that reads the whole typed object and sets typed values, end to end
+//! through the SDK: nothing the typed view does not know is lost (the values go
+//! to the host's copy of the object, never a re-serialized typed object), and
+//! values already in place send no mutation.
 
 use stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
-use stsguard_policy::k8s_openapi::api::core::v1::{Container, Probe, TCPSocketAction};
+use stsguard_policy::k8s_openapi::api::core::v1::{Probe, TCPSocketAction};
 use stsguard_policy::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use stsguard_policy::serde_json::{Value, json};
 use stsguard_policy::testing;
 use stsguard_policy::{Error, Metadata, NoSettings, Policy, Request, Verdict};
 
-/// Edits in three places: a label, a spec field, a new element in a list and a
-/// field of an existing list element. With `touch-nothing` it returns the object
-/// unchanged.
+/// Sets a label, a spec field, a typed probe in an existing container and
+/// appends a container (the whole array, from its JSON, so the first
+/// container's unknown fields stay). With `touch-nothing` it sets values that
+/// are already there.
 struct TypedEditor;
+
+/// The containers as JSON: for appending without losing what they hold.
+#[derive(serde::Deserialize)]
+struct Containers {
+    spec: ContainersSpec,
+}
+
+#[derive(serde::Deserialize)]
+struct ContainersSpec {
+    template: ContainersTemplate,
+}
+
+#[derive(serde::Deserialize)]
+struct ContainersTemplate {
+    spec: ContainersPod,
+}
+
+#[derive(serde::Deserialize)]
+struct ContainersPod {
+    containers: Vec<Value>,
+}
 
 impl Policy for TypedEditor {
     const METADATA: Metadata = Metadata {
@@ -27,46 +48,42 @@ impl Policy for TypedEditor {
     type Object = StatefulSet;
     type Settings = NoSettings;
 
-    fn evaluate(
-        request: &Request<StatefulSet>,
-        _: &NoSettings,
-    ) -> Result<Verdict<StatefulSet>, Error> {
-        let mut sts = request.object().clone();
+    fn evaluate(request: &Request<StatefulSet>, _: &NoSettings) -> Result<Verdict, Error> {
+        let sts: StatefulSet = request.object_view()?;
         if request.annotation("touch-nothing").is_some() {
-            return Ok(Verdict::mutate(sts));
+            let replicas = sts.spec.and_then(|spec| spec.replicas);
+            return Verdict::accept().set("/spec/replicas", replicas);
         }
-        sts.metadata
-            .labels
-            .get_or_insert_with(BTreeMap::new)
-            .insert("edited".into(), "yes".into());
-        let spec = sts.spec.get_or_insert_default();
-        spec.min_ready_seconds = Some(10);
-        let pod = spec.template.spec.get_or_insert_default();
-        pod.containers[0].readiness_probe = Some(Probe {
+        let mut containers = request
+            .object_view::<Containers>()?
+            .spec
+            .template
+            .spec
+            .containers;
+        containers.push(json!({"name": "helper", "image": "busybox"}));
+        let probe = Probe {
             tcp_socket: Some(TCPSocketAction {
                 port: IntOrString::String("http".into()),
                 host: None,
             }),
             ..Probe::default()
-        });
-        pod.containers.push(Container {
-            name: "helper".into(),
-            image: Some("busybox".into()),
-            ..Container::default()
-        });
-        Ok(Verdict::mutate(sts).warn("edited"))
+        };
+        Ok(Verdict::accept()
+            .set("/metadata/labels/edited", "yes")?
+            .set("/spec/minReadySeconds", 10)?
+            // In order: the whole array first, then a value inside it.
+            .set("/spec/template/spec/containers", containers)?
+            .set("/spec/template/spec/containers/0/readinessProbe", probe)?
+            .warn("edited"))
     }
 }
 
 fn future_fields() -> Value {
-    testing::load_request(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fixtures/golden/future-fields.create/request.json"
-    ))
+    testing::golden_request("future-fields.create")
 }
 
 #[test]
-fn typed_edits_keep_unknown_fields_and_nulls() {
+fn typed_values_keep_unknown_fields_and_nulls() {
     let request = future_fields();
     let out = testing::evaluate::<TypedEditor>(&request, &json!({})).unwrap();
     let mut expected = request["object"].clone();
@@ -114,7 +131,7 @@ fn typed_edits_keep_unknown_fields_and_nulls() {
 }
 
 #[test]
-fn a_typed_edit_that_changes_nothing_sends_nothing() {
+fn values_already_in_place_send_nothing() {
     let mut request = future_fields();
     request["object"]["metadata"]["annotations"] = json!({"touch-nothing": "x"});
     let out = testing::evaluate::<TypedEditor>(&request, &json!({})).unwrap();
@@ -131,10 +148,7 @@ fn a_policy_that_says_it_does_not_mutate_cannot() {
         };
         type Object = StatefulSet;
         type Settings = NoSettings;
-        fn evaluate(
-            request: &Request<StatefulSet>,
-            s: &NoSettings,
-        ) -> Result<Verdict<StatefulSet>, Error> {
+        fn evaluate(request: &Request<StatefulSet>, s: &NoSettings) -> Result<Verdict, Error> {
             TypedEditor::evaluate(request, s)
         }
     }
@@ -181,14 +195,12 @@ fn the_request_is_read_into_a_typed_view() {
         const METADATA: Metadata = TypedEditor::METADATA;
         type Object = StatefulSet;
         type Settings = NoSettings;
-        fn evaluate(
-            request: &Request<StatefulSet>,
-            _: &NoSettings,
-        ) -> Result<Verdict<StatefulSet>, Error> {
+        fn evaluate(request: &Request<StatefulSet>, _: &NoSettings) -> Result<Verdict, Error> {
             let old = request
-                .old_object()?
-                .and_then(|o| o.spec.as_ref())
+                .old_object_view::<StatefulSet>()?
+                .and_then(|o| o.spec)
                 .and_then(|s| s.replicas);
+            let sts: StatefulSet = request.object_view()?;
             Ok(Verdict::accept().warn(format!(
                 "{:?} {}/{} uid={} user={} dry={} replicas={:?} old={old:?}",
                 request.operation(),
@@ -197,14 +209,11 @@ fn the_request_is_read_into_a_typed_view() {
                 request.uid(),
                 request.username(),
                 request.dry_run(),
-                request.object().spec.as_ref().and_then(|s| s.replicas),
+                sts.spec.and_then(|s| s.replicas),
             )))
         }
     }
-    let request = testing::load_request(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fixtures/golden/lab-statefulset.update-scale/request.json"
-    ));
+    let request = testing::golden_request("lab-statefulset.update-scale");
     let out = testing::evaluate::<Reader>(&request, &json!({})).unwrap();
     assert_eq!(
         out.warnings,
