@@ -103,8 +103,9 @@ pub enum LoadError {
     #[error("not a valid WebAssembly policy component: {0}")]
     Compile(String),
     #[error(
-        "the component does not fit the stsguard:policy@0.2.0 world; rebuild it against \
-         policies/wit of this stsguard version: {0}"
+        "the component does not fit the {wit} world; rebuild it against policies/wit of this \
+         stsguard version: {0}",
+        wit = stsguard_contract::WIT_PACKAGE
     )]
     Link(String),
     #[error("the component's `metadata` export failed: {0}")]

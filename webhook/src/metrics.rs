@@ -2,7 +2,7 @@
 //!
 //! | metric | labels | what |
 //! |---|---|---|
-//! | `stsguard_reviews_total` | `outcome` = allowed, patched, denied, invalid | reviews answered |
+//! | `stsguard_reviews_total` | `outcome` = allowed, patched, denied, invalid, error (stsguard failed) | reviews answered |
 //! | `stsguard_review_duration_seconds` | | whole review, parse to answer |
 //! | `stsguard_policy_evaluation_duration_seconds` | `policy` | one policy evaluation, fresh instance included |
 //! | `stsguard_policy_errors_total` | `policy`, `reason` = timeout, memory_limit, memory_budget, trap, policy_error | evaluations that failed |
