@@ -210,6 +210,12 @@ def check_webhook_deployment(where, deployment, configs):
                 config_path = args[args.index("--config") + 1] if "--config" in args else ""
                 if not config_path.startswith(m["mountPath"].rstrip("/") + "/"):
                     fail(where, "--config does not point into the config mount")
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        drain = env.get("STSGUARD_DRAIN_DELAY", "0s")
+        if not drain.endswith("s") or not drain[:-1].isdigit():
+            fail(where, f"STSGUARD_DRAIN_DELAY {drain!r} is not whole seconds")
+        elif pod.get("terminationGracePeriodSeconds", 30) < int(drain[:-1]) + 25:
+            fail(where, "terminationGracePeriodSeconds does not cover the drain delay and 25 s of in-flight reviews")
         if "--cache-dir" not in args:
             fail(where, "--cache-dir is missing")
         else:
@@ -299,6 +305,25 @@ if failures:
     sys.exit(1)
 PY
 
+step "the webhook's failurePolicy follows the policies' modes"
+# renders(chart, expected line, helm args...): the rendering holds that exact line.
+renders() {
+  local chart=$1 expect=$2
+  shift 2
+  local file="$out/renders.yaml"
+  "$HELM" template probe "$root/deploy/charts/$chart" --namespace probe \
+    --kube-version "${KUBE_VERSIONS[1]}" "$@" >"$file"
+  grep -qxF -- "$expect" "$file" || die "$chart $*: the rendering lacks the line: $expect"
+  echo "renders as expected: $chart $* -> ${expect#"${expect%%[![:space:]]*}"}"
+}
+monitor_only='config.policies=[{"name":"probes","module":"builtin:probes","mode":"monitor"},{"name":"parallel","module":"builtin:parallel","mode":"monitor"}]'
+one_enforced='config.policies=[{"name":"probes","module":"builtin:probes","mode":"monitor"},{"name":"parallel","module":"builtin:parallel"}]'
+renders stsguard "    failurePolicy: Fail"
+renders stsguard "    failurePolicy: Ignore" --set-json "$monitor_only"
+renders stsguard "    failurePolicy: Fail" --set-json "$one_enforced"
+renders stsguard "    failurePolicy: Fail" --set-json "$monitor_only" --set webhook.failurePolicy=Fail
+renders stsguard "    failurePolicy: Ignore" --set webhook.failurePolicy=Ignore
+
 step "values the schema or the templates must reject"
 reject() {
   local chart=$1 expect=$2
@@ -322,6 +347,7 @@ reject stsguard "module" --set-json 'config.policies=[{"name":"a","module":"rela
 reject stsguard "policyModules" --set-json 'policyModules=[{"name":"a","file":"p.wasm"}]'
 reject stsguard "image volumes need Kubernetes >= 1.31" --kube-version "${KUBE_VERSIONS[0]}" --set-json "$image_values"
 reject stsguard "replicaCount" --set replicaCount=0
+reject stsguard "must be at least drainDelaySeconds" --set drainDelaySeconds=30
 reject stsguard "Additional property" --set webhoook.timeoutSeconds=5
 reject counter-app "podManagementPolicy" --set podManagementPolicy=Sequential
 reject counter-app "type" --set updateStrategy.type=Recreate

@@ -24,11 +24,12 @@
 
 mod start;
 
-pub use start::{Certificate, Options, Running, StartError, start};
+pub use start::{Certificate, Options, Running, StartError, Stop, start};
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -96,6 +97,8 @@ pub struct AppState {
     served: watch::Sender<Option<Arc<Served>>>,
     pub(crate) metrics: Arc<Metrics>,
     evaluators: Evaluators,
+    /// Set on SIGTERM: `/readyz` says 503 from then on, reviews are still answered.
+    draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -106,7 +109,14 @@ impl AppState {
             served: watch::Sender::new(None),
             metrics,
             evaluators: Evaluators::start(max_concurrent_evaluations),
+            draining: Arc::default(),
         }
+    }
+
+    /// From now on `/readyz` reports not ready, so that Kubernetes takes the pod
+    /// out of the Service; reviews that still arrive are answered as before.
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Swaps in a new policy set. Reviews already running finish on the old one.
@@ -370,6 +380,13 @@ fn not_ready(state: &AppState, body: &[u8], started: Instant) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down (still answering reviews until the drain delay ends)\n",
+        )
+            .into_response();
+    }
     match state.current() {
         Some(served) => {
             format!("ready: {} policies\n", served.policies.policies().len()).into_response()

@@ -98,7 +98,8 @@ struct Serving {
     ca: PathBuf,
 }
 
-fn serve(dir: &Path, yaml: &str) -> Serving {
+/// Runs `stsguard serve` with this config in `dir` and these extra arguments.
+fn serve(dir: &Path, yaml: &str, extra: &[&str]) -> Serving {
     let config = write_config(dir, yaml);
     let tls = dir.join("tls");
     let mut child = stsguard()
@@ -113,6 +114,7 @@ fn serve(dir: &Path, yaml: &str) -> Serving {
         .arg(&tls)
         .arg("--config")
         .arg(&config)
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -143,6 +145,7 @@ async fn sigterm_finishes_in_flight_reviews_then_exits_cleanly() {
     let mut serving = serve(
         dir.path(),
         "policies: [{name: slow, module: SCRIPTED, timeout: 1s, failurePolicy: ignore, settings: {behaviour: loop}}]",
+        &["--drain-delay", "0s"],
     );
     let client = support::client_trusting(&serving.ca, false);
     let url = format!("https://127.0.0.1:{}", serving.port);
@@ -179,6 +182,60 @@ async fn sigterm_finishes_in_flight_reviews_then_exits_cleanly() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// What a roll-out needs: on SIGTERM the pod turns not ready at once, but goes
+/// on accepting connections and answering reviews for the drain delay (the API
+/// server sends reviews until the endpoint update reaches it), then exits 0.
+/// The order is asserted, not the times.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_turns_not_ready_answers_through_the_drain_delay_then_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serving = serve(
+        dir.path(),
+        "policies: [{name: labeller, module: SCRIPTED, settings: {behaviour: label, key: team, value: storage}}]",
+        &["--drain-delay", "5s"],
+    );
+    let url = format!("https://127.0.0.1:{}", serving.port);
+    let client = support::client_trusting(&serving.ca, false);
+    let readyz = || async {
+        match client.get(format!("{url}/readyz")).send().await {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        }
+    };
+    support::eventually("the server is ready", || async { readyz().await == 200 }).await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &serving.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    support::eventually("/readyz says 503", || async { readyz().await == 503 }).await;
+
+    // A new connection, and a review on it, are still answered.
+    let fresh = support::client_trusting(&serving.ca, false);
+    let review = fixture("reviews/lab-statefulset.create.json");
+    let answer = fresh
+        .post(format!("{url}/mutate"))
+        .json(&review)
+        .send()
+        .await
+        .expect("a review sent during the drain delay is answered");
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["response"]["uid"], review["request"]["uid"]);
+    assert_eq!(body["response"]["allowed"], true);
+    assert!(body["response"]["patch"].is_string(), "{body}");
+
+    let status = tokio::task::spawn_blocking(move || serving.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exits cleanly after the drain delay"
+    );
 }
 
 /// Runs `stsguard eval` and returns (exit code, objects printed, stderr).

@@ -222,9 +222,10 @@ async fn in_process_server(cache: CacheArgs) -> anyhow::Result<Target> {
         engine: cache.engine_options(),
         max_concurrent_evaluations: 2 * cores,
         timeouts: server::ConnectionTimeouts::default(),
+        drain_delay: Duration::ZERO,
     };
     // Serves until the process ends with the benchmark.
-    let running = server::start(options, std::future::pending()).await?;
+    let running = server::start(options, std::future::pending::<server::Stop>()).await?;
     running.ready().await?;
     eprintln!(
         "in-process server ready in {} ms",

@@ -3,12 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 
 use super::CacheArgs;
 use crate::config::ByteSize;
-use crate::server::{self, Certificate, ConnectionTimeouts};
+use crate::server::{self, Certificate, ConnectionTimeouts, Stop};
 use crate::tls::CertificateFiles;
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +47,13 @@ pub struct ServeArgs {
     /// well under the container's memory limit [default: 256Mi].
     #[arg(long, env = "STSGUARD_GUEST_MEMORY_BUDGET")]
     guest_memory_budget: Option<ByteSize>,
+    /// After SIGTERM, how long to keep accepting and answering reviews while
+    /// /readyz already says 503, so that the API server stops sending reviews
+    /// here before the server stops listening (e.g. 10s; 0s stops at once).
+    /// Then in-flight reviews get up to 25 s to finish.
+    /// Ctrl-C at a terminal stops at once.
+    #[arg(long, env = "STSGUARD_DRAIN_DELAY", default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_delay: Duration,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -69,6 +77,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls_san,
         max_concurrent_evaluations,
         guest_memory_budget,
+        drain_delay,
         cache,
     } = args;
     let certificate = match (tls_cert, tls_key) {
@@ -87,6 +96,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_concurrent_evaluations: max_concurrent_evaluations
             .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(2, |n| n.get())),
         timeouts: ConnectionTimeouts::default(),
+        drain_delay,
     };
     let running = server::start(options, termination()).await?;
     if let Some(generated) = running.generated() {
@@ -96,15 +106,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM (Kubernetes stopping the Pod) or Ctrl-C.
-async fn termination() {
+/// SIGTERM (Kubernetes stopping the Pod: drain first) or Ctrl-C (at once).
+async fn termination() -> Stop {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
     tokio::select! {
-        _ = sigterm.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm.recv() => {
+            tracing::info!("received SIGTERM");
+            Stop::Drain
+        }
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("received Ctrl-C");
+            Stop::Now
+        }
     }
-    tracing::info!("received a termination signal");
 }
 
 /// Tells someone who just ran `stsguard serve` how to talk to it.

@@ -6,8 +6,16 @@
 //!   generated) ─► record its versions, load it ─► engine ─► bind ─► serve:
 //!       /healthz at once; /readyz 503 until the first policy load (the first
 //!       reload) is in; watchers poll config, modules and certificate
-//!   shutdown future, or a first load that fails ─► graceful stop
+//!   shutdown future ─► /readyz 503, reviews still answered for the drain delay
+//!       ─► stop accepting, finish in-flight reviews ─► return
+//!   a first load that fails ─► the same stop, at once, with the error
 //! ```
+//!
+//! Why the drain delay: the API server keeps sending reviews to a pod until the
+//! endpoint update that removes it reaches the API server, which takes a moment
+//! after the pod is told to stop. A server that stopped listening at SIGTERM
+//! failed those reviews (`connection refused`), and with `failurePolicy: Fail`
+//! every one of them was a failed write somewhere in the cluster.
 //!
 //! File versions are recorded before each file is read, so that a change
 //! landing during start-up (a Secret or ConfigMap updated during a slow start)
@@ -17,6 +25,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -43,6 +52,8 @@ pub struct Options {
     /// Evaluation threads; at least one.
     pub max_concurrent_evaluations: usize,
     pub timeouts: ConnectionTimeouts,
+    /// How long to keep answering after a [`Stop::Drain`], reporting not ready.
+    pub drain_delay: Duration,
 }
 
 /// Where the serving certificate comes from.
@@ -67,6 +78,16 @@ impl Certificate {
             extra_names,
         }
     }
+}
+
+/// How the webhook stops once its shutdown future completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Report not ready at once, keep answering for [`Options::drain_delay`], then
+    /// stop accepting and finish in-flight reviews: what a pod told to stop needs.
+    Drain,
+    /// Stop accepting at once and finish in-flight reviews (Ctrl-C, tests).
+    Now,
 }
 
 /// Why the webhook could not start or stopped before it was asked to.
@@ -135,10 +156,10 @@ impl Running {
 
 /// Starts the webhook: returns once it listens, with the first policy set
 /// loading in the background (see [`Running::ready`]). It serves until
-/// `shutdown` completes.
+/// `shutdown` completes, and then stops as that says.
 pub async fn start(
     options: Options,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = Stop> + Send + 'static,
 ) -> Result<Running, StartError> {
     let Options {
         config: config_path,
@@ -147,6 +168,7 @@ pub async fn start(
         engine,
         max_concurrent_evaluations,
         timeouts,
+        drain_delay,
     } = options;
     let policy_versions = FileVersions::now(config_path.clone());
     let config = Config::load_or_default(config_path.as_deref())?;
@@ -199,19 +221,29 @@ pub async fn start(
     ));
 
     let task = tokio::spawn({
-        let (router, tls) = (super::router(state), certificate.server_config());
+        let (router, tls) = (super::router(state.clone()), certificate.server_config());
         let mut first = first_loaded.clone();
         async move {
             let failed = first.wait_for(|first| matches!(first, FirstLoad::Failed(_)));
             let mut failure = None;
             super::run(listener, tls, router, timeouts, async {
-                tokio::select! {
-                    () = shutdown => {}
+                let stop = tokio::select! {
+                    stop = shutdown => stop,
                     Ok(first) = failed => {
                         if let FirstLoad::Failed(error) = &*first {
                             failure = Some(error.clone());
                         }
+                        return;
                     }
+                };
+                state.start_draining();
+                if stop == Stop::Drain && !drain_delay.is_zero() {
+                    tracing::info!(
+                        drain_delay = %humantime::format_duration(drain_delay),
+                        "shutting down: not ready from now on, still answering reviews until \
+                         the drain delay ends"
+                    );
+                    tokio::time::sleep(drain_delay).await;
                 }
             })
             .await;

@@ -98,10 +98,12 @@ impl TestServer {
             engine: engine_options(),
             max_concurrent_evaluations,
             timeouts,
+            drain_delay: Duration::ZERO,
         };
         let (shutdown, on_shutdown) = oneshot::channel::<()>();
         let running = server::start(options, async {
             let _ = on_shutdown.await;
+            server::Stop::Now
         })
         .await
         .unwrap();

@@ -40,6 +40,34 @@ app.kubernetes.io/name: {{ include "stsguard.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+The webhook's failurePolicy: webhook.failurePolicy when set; otherwise Ignore when
+every policy of the release is in monitor mode (a webhook that only observes must
+not block writes while it is down), Fail when any policy enforces.
+*/}}
+{{- define "stsguard.failurePolicy" -}}
+{{- if .Values.webhook.failurePolicy -}}
+{{- .Values.webhook.failurePolicy -}}
+{{- else -}}
+{{- $enforced := false -}}
+{{- range .Values.config.policies -}}
+{{- if ne (.mode | default "enforce") "monitor" }}{{ $enforced = true }}{{ end -}}
+{{- end -}}
+{{- ternary "Fail" "Ignore" $enforced -}}
+{{- end -}}
+{{- end }}
+
+{{/* Why the failurePolicy is what it is, for NOTES. */}}
+{{- define "stsguard.failurePolicyReason" -}}
+{{- if .Values.webhook.failurePolicy -}}
+set by webhook.failurePolicy
+{{- else if eq (include "stsguard.failurePolicy" .) "Ignore" -}}
+every policy is in monitor mode, so writes go through while the webhook is down
+{{- else -}}
+a policy enforces, so no StatefulSet write bypasses it while the webhook is down
+{{- end -}}
+{{- end }}
+
 {{- define "stsguard.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "stsguard.fullname" .) .Values.serviceAccount.name }}
