@@ -1,9 +1,10 @@
-//! The `stsguard` command line: `serve`, `eval`, `policies`, `bench`.
+//! The `stsguard` command line: `serve`, `eval`, `policies`, `compile`, `bench`.
 //!
 //! Every flag can also come from an environment variable (named in `--help`), so
 //! the same binary is configured by flags on a laptop and by env in a Pod.
 
 mod bench;
+mod compile;
 mod eval;
 mod policies;
 mod serve;
@@ -44,6 +45,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// List the built-in policies, what they do, and their settings.
     Policies(policies::PoliciesArgs),
+    /// Compile the configured policies (default: the built-ins) into the
+    /// compilation cache and exit. Run it when a container image is built and
+    /// point --cache-seed at the result: a new pod then starts without compiling.
+    Compile(compile::CompileArgs),
     /// Load-test a server with admission reviews over HTTP/2 and TLS; reports
     /// throughput and latency percentiles.
     Bench(bench::BenchArgs),
@@ -66,6 +71,18 @@ struct CacheArgs {
     /// Compile every policy at start-up instead of using the cache.
     #[arg(long, env = "STSGUARD_NO_CACHE")]
     no_cache: bool,
+    /// A read-only compilation cache to start from (the image's, made by
+    /// `stsguard compile`): what --cache-dir lacks is copied from it at start.
+    /// Entries that do not match this stsguard and its engine settings are
+    /// never used.
+    #[arg(long, env = "STSGUARD_CACHE_SEED")]
+    cache_seed: Option<PathBuf>,
+    /// Compile policies for the CPU architecture's baseline instead of this
+    /// machine's CPU features, so that a cache filled on one machine serves every
+    /// other of the architecture: what an image's --cache-seed needs (the image
+    /// sets it). Evaluations are ~15-30% slower.
+    #[arg(long, env = "STSGUARD_PORTABLE_CODE")]
+    portable_code: bool,
 }
 
 impl CacheArgs {
@@ -73,6 +90,8 @@ impl CacheArgs {
         let CacheArgs {
             cache_dir,
             no_cache,
+            cache_seed,
+            portable_code,
         } = self;
         let cache_dir = if no_cache {
             None
@@ -88,6 +107,8 @@ impl CacheArgs {
         };
         EngineOptions {
             cache_dir,
+            cache_seed,
+            portable: portable_code,
             ..EngineOptions::default()
         }
     }
@@ -98,6 +119,7 @@ impl Cli {
     pub fn init_tracing(&self) {
         let default = match self.command {
             Command::Serve(_) => "info",
+            Command::Compile(_) => "info",
             Command::Eval(_) | Command::Policies(_) | Command::Bench(_) => "warn",
         };
         let log = self.log.as_deref().unwrap_or(default);
@@ -123,6 +145,7 @@ impl Cli {
             Command::Serve(args) => serve::run(args),
             Command::Eval(args) => return eval::run(args),
             Command::Policies(args) => policies::run(args),
+            Command::Compile(args) => compile::run(args),
             Command::Bench(args) => bench::run(args),
         };
         match result {

@@ -24,6 +24,7 @@
 mod bindings;
 mod budget;
 mod sandbox;
+mod seed;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +61,16 @@ pub struct EngineOptions {
     /// Linear memory all running instances may hold together, in bytes (see
     /// [`MemoryBudget`]).
     pub guest_memory_budget: u64,
+    /// A compilation cache filled elsewhere (the container image's, made by
+    /// `stsguard compile` when the image was built): what `cache_dir` lacks is
+    /// copied from it before the engine starts, so a new pod does not compile.
+    pub cache_seed: Option<PathBuf>,
+    /// Compile for the host's architecture without its optional CPU features
+    /// (AVX, BMI, ...), so that compiled code, and the cache keyed by it, is the
+    /// same on every machine of that architecture: a cache compiled when the
+    /// image is built is then valid on every node. Measured: the full chain
+    /// 219 → 282 µs on one thread, 140 → 161 µs per review on two (README).
+    pub portable: bool,
 }
 
 impl Default for EngineOptions {
@@ -70,6 +81,8 @@ impl Default for EngineOptions {
             max_instances: (cores * 4).max(16),
             perf_map: std::env::var_os("STSGUARD_PERF_MAP").is_some(),
             guest_memory_budget: DEFAULT_GUEST_MEMORY_BUDGET,
+            cache_seed: None,
+            portable: false,
         }
     }
 }
@@ -219,6 +232,12 @@ impl Engine {
         // threads holding freed memory (cold start 3.4 s / 104 MiB under load;
         // sequential 4.3 s / 80 MiB). Only a cold cache compiles at all.
         config.parallel_compilation(false);
+        if options.portable {
+            // An explicit target turns off the detection of the host's CPU features.
+            config
+                .target(&target_lexicon::HOST.to_string())
+                .map_err(|e| EngineError::Create(format!("{e:?}")))?;
+        }
         if options.perf_map {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
@@ -250,6 +269,9 @@ impl Engine {
                 message,
             };
             std::fs::create_dir_all(dir).map_err(|e| error(e.to_string()))?;
+            if let Some(seed) = &options.cache_seed {
+                seed::fill(seed, dir);
+            }
             let mut cache_config = wasmtime::CacheConfig::new();
             cache_config.with_directory(dir);
             let cache = wasmtime::Cache::new(cache_config).map_err(|e| error(format!("{e:?}")))?;

@@ -238,6 +238,83 @@ async fn sigterm_turns_not_ready_answers_through_the_drain_delay_then_exits_clea
     );
 }
 
+/// `stsguard compile` fills a cache ahead of time (what an image build runs), and
+/// a server started with an empty cache and `--cache-seed` copies it in.
+#[tokio::test(flavor = "multi_thread")]
+async fn compile_fills_a_cache_that_seeds_a_server_started_cold() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "policies: [{name: rule, module: SCRIPTED, settings: {behaviour: allow}}]";
+    let config = write_config(dir.path(), yaml);
+    let seed = dir.path().join("seed");
+    let output = stsguard()
+        .args(["compile", "--config"])
+        .arg(&config)
+        .arg("--cache-dir")
+        .arg(&seed)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with("compiled rule into"), "{stdout}");
+    let entries = |dir: &Path| -> Vec<String> {
+        let mut names = Vec::new();
+        for version in std::fs::read_dir(dir.join("modules")).into_iter().flatten() {
+            for entry in std::fs::read_dir(version.unwrap().path()).unwrap() {
+                names.push(entry.unwrap().file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        names
+    };
+    let compiled = entries(&seed);
+    assert!(!compiled.is_empty(), "compile wrote no cache entry");
+    // A marker no compilation writes: if it reaches the cache, the seed was copied.
+    let version = std::fs::read_dir(seed.join("modules"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(version.join("seeded-marker"), "x").unwrap();
+
+    let cache = dir.path().join("cache");
+    let (cache_arg, seed_arg) = (cache.display().to_string(), seed.display().to_string());
+    let mut serving = serve(
+        dir.path(),
+        yaml,
+        &[
+            "--cache-dir",
+            &cache_arg,
+            "--cache-seed",
+            &seed_arg,
+            "--drain-delay",
+            "0s",
+        ],
+    );
+    let client = support::client_trusting(&serving.ca, false);
+    let url = format!("https://127.0.0.1:{}/readyz", serving.port);
+    support::eventually("the seeded server is ready", || async {
+        matches!(client.get(&url).send().await, Ok(r) if r.status() == 200)
+    })
+    .await;
+    let cached = entries(&cache);
+    assert!(cached.contains(&"seeded-marker".to_string()), "{cached:?}");
+    assert!(
+        compiled.iter().all(|entry| cached.contains(entry)),
+        "{compiled:?} / {cached:?}"
+    );
+    serving.child.kill().unwrap();
+    let _ = serving.child.wait();
+
+    let refused = stsguard().args(["compile", "--no-cache"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("give --cache-dir"));
+}
+
 /// Runs `stsguard eval` and returns (exit code, objects printed, stderr).
 fn eval(args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
     let output = stsguard()
