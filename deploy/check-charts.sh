@@ -324,6 +324,24 @@ renders stsguard "    failurePolicy: Fail" --set-json "$one_enforced"
 renders stsguard "    failurePolicy: Fail" --set-json "$monitor_only" --set webhook.failurePolicy=Fail
 renders stsguard "    failurePolicy: Ignore" --set webhook.failurePolicy=Ignore
 
+step "options rendered only where the cluster supports them"
+production="$root/deploy/charts/stsguard/ci/production-values.yaml"
+"$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe --kube-version 1.30.0 \
+  --values "$production" | grep -q "^    matchConditions:" || die "matchConditions missing on Kubernetes 1.30"
+if "$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe --kube-version 1.29.0 \
+  --values "$production" | grep -q "matchConditions"; then
+  die "matchConditions rendered on Kubernetes 1.29, which does not serve them"
+fi
+echo "matchConditions: rendered on 1.30, left out on 1.29"
+renders stsguard "  name: probe-stsguard-critical-pods"
+renders stsguard "      hostNetwork: true" --values "$production"
+unprioritised=$("$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe \
+  --kube-version "${KUBE_VERSIONS[1]}" --set priorityClassName=) || die "rendering without a priority class failed"
+if grep -q "kind: ResourceQuota" <<<"$unprioritised"; then
+  die "a critical-pods ResourceQuota without a system-* priority class"
+fi
+echo "ResourceQuota: only with a system-* priorityClassName"
+
 step "values the schema or the templates must reject"
 reject() {
   local chart=$1 expect=$2
