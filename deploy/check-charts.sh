@@ -36,7 +36,7 @@ KUBERNETES_VALIDATE="kubernetes-validate==1.37.0"
 # The chart's kubeVersion floor, the version k8s-openapi is built for, the newest.
 KUBE_VERSIONS=(1.29.0 1.33.0 1.37.0)
 # API groups of custom resources the charts may render (never in the core schema).
-CRD_GROUPS="cert-manager.io"
+CRD_GROUPS="cert-manager.io monitoring.coreos.com"
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'check-charts: %s\n' "$*" >&2; exit 1; }

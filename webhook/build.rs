@@ -11,7 +11,9 @@
 //! - `$OUT_DIR/builtins.rs`: `BUILTIN_MODULES`, the built-ins' bytes by name, in the
 //!   default chain order;
 //! - the env var `STSGUARD_TEST_POLICY_DIR`: where the test-only policies
-//!   (`policies/testing/*`) were built, for this crate's tests and benches.
+//!   (`policies/testing/*`) were built, for this crate's tests and benches;
+//! - the env var `STSGUARD_WASMTIME_VERSION`: the wasmtime this build links, from
+//!   `Cargo.lock`, for `stsguard_build_info` (wasmtime exports no version constant).
 
 use std::env;
 use std::fmt::Write as _;
@@ -74,6 +76,26 @@ fn main() {
         "cargo:rustc-env=STSGUARD_TEST_POLICY_DIR={}",
         artefacts.display()
     );
+    println!(
+        "cargo:rustc-env=STSGUARD_WASMTIME_VERSION={}",
+        locked_version(&workspace.join("Cargo.lock"), "wasmtime")
+    );
+}
+
+/// The version of `package` in the lock file (`unknown` if it is not there).
+fn locked_version(lock: &Path, package: &str) -> String {
+    let text =
+        std::fs::read_to_string(lock).unwrap_or_else(|e| panic!("reading {}: {e}", lock.display()));
+    let name = format!("name = \"{package}\"");
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line == name
+            && let Some(version) = lines.next().and_then(|l| l.strip_prefix("version = \""))
+        {
+            return version.trim_end_matches('"').to_string();
+        }
+    }
+    "unknown".into()
 }
 
 /// `target/wasm-policies` next to wherever cargo puts this build's artefacts.

@@ -50,7 +50,7 @@ use crate::admission;
 use crate::chain::{PolicySet, Selection};
 use crate::config;
 use crate::evaluators::Evaluators;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReviewLabels};
 use crate::review::{self, InvalidReview};
 
 /// How long connections may stall, and how dead peers are found.
@@ -145,6 +145,14 @@ impl AppState {
     }
 }
 
+/// The plain-HTTP metrics port's routes: only `GET /metrics`, so a scraper needs
+/// neither the webhook's CA nor access to the admission routes.
+pub(crate) fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
 /// The routes, without transport.
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
@@ -183,9 +191,11 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
     let bytes = match read_body(body, limit, deadline).await {
         Ok(bytes) => bytes,
         Err(BodyError::TooLarge) => {
-            state
-                .metrics
-                .record_review("invalid", started.elapsed().as_secs_f64(), None);
+            state.metrics.record_review(
+                &ReviewLabels::unknown("invalid"),
+                started.elapsed().as_secs_f64(),
+                None,
+            );
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the admission review is larger than maxRequestBytes ({limit} bytes)\n"),
@@ -235,7 +245,12 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
         tracing::error!(%error, "the evaluation pool is gone");
         let uid = review::parse(&bytes_for_uid).map(|request| request.uid);
         match uid {
-            Ok(uid) => internal_error(&state.metrics, &uid, started),
+            Ok(uid) => internal_error(
+                &state.metrics,
+                &uid,
+                ReviewLabels::unknown("error"),
+                started,
+            ),
             Err(error) => unreadable(&state.metrics, &error, started),
         }
     })
@@ -313,6 +328,12 @@ fn answer(
     );
     let _span = span.enter();
     let selection = only.map_or(Selection::All, Selection::Only);
+    let mut labels = ReviewLabels {
+        outcome: "error",
+        operation: request.operation.as_str(),
+        kind: served.policies.kind_label(&request.kind),
+        dry_run: if request.dry_run { "true" } else { "false" },
+    };
     // A panic is a bug in stsguard, not in a policy (a policy's trap is an
     // error value): the review still gets an answer that names it.
     let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -327,12 +348,13 @@ fn answer(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!(%panic, "the evaluation panicked");
-            return internal_error(metrics, &request.uid, started);
+            return internal_error(metrics, &request.uid, labels, started);
         }
     };
     let elapsed = started.elapsed();
     let label = decision.label();
-    metrics.record_review(label, elapsed.as_secs_f64(), Some(&decision.outcome));
+    labels.outcome = label;
+    metrics.record_review(&labels, elapsed.as_secs_f64(), Some(&decision.outcome));
     let response = decision.response;
     tracing::info!(
         outcome = label,
@@ -351,13 +373,22 @@ fn answer(
 /// The answer to a body that is not a usable AdmissionReview.
 fn unreadable(metrics: &Metrics, error: &InvalidReview, started: Instant) -> Response {
     tracing::warn!(uid = %error.uid, %error, "unreadable admission review");
-    metrics.record_review("invalid", started.elapsed().as_secs_f64(), None);
+    metrics.record_review(
+        &ReviewLabels::unknown("invalid"),
+        started.elapsed().as_secs_f64(),
+        None,
+    );
     axum::Json(review::Response::invalid(error)).into_response()
 }
 
 /// The answer to a review whose evaluation failed inside stsguard.
-fn internal_error(metrics: &Metrics, uid: &str, started: Instant) -> Response {
-    metrics.record_review("error", started.elapsed().as_secs_f64(), None);
+fn internal_error(
+    metrics: &Metrics,
+    uid: &str,
+    labels: ReviewLabels,
+    started: Instant,
+) -> Response {
+    metrics.record_review(&labels, started.elapsed().as_secs_f64(), None);
     let message = format!(
         "stsguard failed while evaluating this review (a bug; please report it); the \
          stsguard log has details under uid {uid}"
@@ -373,9 +404,11 @@ fn not_ready(state: &AppState, body: &[u8], started: Instant) -> Response {
     };
     let message = "stsguard is still loading its policies; the review was not evaluated";
     tracing::warn!(%uid, message);
-    state
-        .metrics
-        .record_review("denied", started.elapsed().as_secs_f64(), None);
+    state.metrics.record_review(
+        &ReviewLabels::unknown("denied"),
+        started.elapsed().as_secs_f64(),
+        None,
+    );
     axum::Json(review::Response::unavailable(uid, 503, message)).into_response()
 }
 

@@ -47,7 +47,35 @@ async fn health_readiness_and_metrics_over_http2_and_http1() {
     server.review("/mutate", &lab_review()).await;
     let (_, metrics) = server.get("/metrics").await;
     assert!(
-        metrics.contains(r#"stsguard_reviews_total{outcome="patched"} 1"#),
+        metrics.contains(
+            r#"stsguard_reviews_total{outcome="patched",operation="CREATE",kind="StatefulSet",dry_run="false"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"stsguard_policy_evaluations_total{policy="labeller",mode="enforce",result="mutated"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"stsguard_build_info{version="#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("process_resident_memory_bytes "),
+        "{metrics}"
+    );
+    // A kind no policy names is `other`, so clients cannot grow the label set.
+    let mut pod = lab_review();
+    pod["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
+    pod["request"]["dryRun"] = json!(true);
+    server.review("/mutate", &pod).await;
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"stsguard_reviews_total{outcome="allowed",operation="CREATE",kind="other",dry_run="true"} 1"#
+        ),
         "{metrics}"
     );
     assert!(

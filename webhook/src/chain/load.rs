@@ -104,6 +104,23 @@ impl PolicySet {
     pub fn get(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.name() == name)
     }
+
+    /// `kind` as a metric label: the kind when a policy of the set names it (the
+    /// configuration bounds those), `other` for anything else a client sends.
+    pub fn kind_label(&self, kind: &GroupVersionKind) -> String {
+        let named = self.policies.iter().any(|policy| {
+            policy.metadata().targets.iter().any(|target| {
+                target.group == kind.group
+                    && target.kind != stsguard_contract::kind::ANY
+                    && target.kind == kind.kind
+            })
+        });
+        if named {
+            kind.kind.clone()
+        } else {
+            "other".into()
+        }
+    }
 }
 
 impl Policy {

@@ -223,6 +223,7 @@ async fn in_process_server(cache: CacheArgs) -> anyhow::Result<Target> {
         max_concurrent_evaluations: 2 * cores,
         timeouts: server::ConnectionTimeouts::default(),
         drain_delay: Duration::ZERO,
+        metrics_listen: None,
     };
     // Serves until the process ends with the benchmark.
     let running = server::start(options, std::future::pending::<server::Stop>()).await?;

@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// Ctrl-C at a terminal stops at once.
     #[arg(long, env = "STSGUARD_DRAIN_DELAY", default_value = "10s", value_parser = humantime::parse_duration)]
     drain_delay: Duration,
+    /// Also serve GET /metrics over plain HTTP on this address (e.g.
+    /// 0.0.0.0:9090), for scrapers that do not trust the webhook's CA. The HTTPS
+    /// port serves /metrics too.
+    #[arg(long, env = "STSGUARD_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -78,6 +83,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_concurrent_evaluations,
         guest_memory_budget,
         drain_delay,
+        metrics_listen,
         cache,
     } = args;
     let certificate = match (tls_cert, tls_key) {
@@ -97,6 +103,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(2, |n| n.get())),
         timeouts: ConnectionTimeouts::default(),
         drain_delay,
+        metrics_listen,
     };
     let running = server::start(options, termination()).await?;
     if let Some(generated) = running.generated() {

@@ -54,6 +54,9 @@ pub struct Options {
     pub timeouts: ConnectionTimeouts,
     /// How long to keep answering after a [`Stop::Drain`], reporting not ready.
     pub drain_delay: Duration,
+    /// Also serve `GET /metrics` over plain HTTP here (for scrapers that do not
+    /// speak the webhook's TLS).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where the serving certificate comes from.
@@ -169,6 +172,7 @@ pub async fn start(
         max_concurrent_evaluations,
         timeouts,
         drain_delay,
+        metrics_listen,
     } = options;
     let policy_versions = FileVersions::now(config_path.clone());
     let config = Config::load_or_default(config_path.as_deref())?;
@@ -195,6 +199,24 @@ pub async fn start(
         cause,
     })?;
     tracing::info!(%address, cache = ?engine_options.cache_dir, "listening; loading policies");
+    let metrics_server = match metrics_listen {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|cause| StartError::Listen {
+                    address: listen,
+                    cause,
+                })?;
+            tracing::info!(address = %listen, "serving /metrics over plain HTTP");
+            let router = super::metrics_router(state.clone());
+            Some(tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    tracing::warn!(%error, "the metrics listener stopped");
+                }
+            }))
+        }
+        None => None,
+    };
 
     let mut versions = policy_versions;
     if let Some(path) = &config_path {
@@ -249,6 +271,9 @@ pub async fn start(
             .await;
             policies.abort();
             certificates.abort();
+            if let Some(metrics_server) = metrics_server {
+                metrics_server.abort();
+            }
             failure.map_or(Ok(()), |error| Err(StartError::Policies(error)))
         }
     });

@@ -99,6 +99,7 @@ impl TestServer {
             max_concurrent_evaluations,
             timeouts,
             drain_delay: Duration::ZERO,
+            metrics_listen: None,
         };
         let (shutdown, on_shutdown) = oneshot::channel::<()>();
         let running = server::start(options, async {
