@@ -225,6 +225,16 @@ def check_webhook_deployment(where, deployment, configs):
                 fail(where, f"--cache-dir {cache} is not a writable emptyDir mount")
 
 
+def check_role(where, role, namespace):
+    """The helm test's Role: dry-run creates of StatefulSets, nothing else, never in the
+    webhook's own namespace (the webhook does not see it, so the test could not pass)."""
+    wanted = [{"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["create"]}]
+    if role.get("rules") != wanted:
+        fail(where, f"rules must be exactly {wanted}, not {role.get('rules')}")
+    if role["metadata"].get("namespace") in (namespace, "kube-system"):
+        fail(where, "test.namespace is one the webhook never sees")
+
+
 def check_statefulset(where, sts, services):
     spec = sts["spec"]
     headless = services.get(spec["serviceName"])
@@ -290,6 +300,10 @@ for arg in sys.argv[1:]:
             check_webhook_deployment(where, doc, configs)
         elif doc["kind"] == "StatefulSet":
             check_statefulset(where, doc, services)
+        elif doc["kind"] == "Role":
+            check_role(where, doc, namespace)
+        elif doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            fail(where, "the charts grant nothing cluster-wide")
     for cm, config in configs.items():
         for t in timeouts:
             if millis(config["requestTimeout"]) >= t * 1000:
@@ -366,6 +380,8 @@ reject stsguard "policyModules" --set-json 'policyModules=[{"name":"a","file":"p
 reject stsguard "image volumes need Kubernetes >= 1.31" --kube-version "${KUBE_VERSIONS[0]}" --set-json "$image_values"
 reject stsguard "replicaCount" --set replicaCount=0
 reject stsguard "must be at least drainDelaySeconds" --set drainDelaySeconds=30
+reject stsguard "test.namespace" --set test.namespace=Not_A_Namespace
+reject stsguard "the webhook never sees" --set test.namespace=probe
 reject stsguard "Additional property" --set webhoook.timeoutSeconds=5
 reject counter-app "podManagementPolicy" --set podManagementPolicy=Sequential
 reject counter-app "type" --set updateStrategy.type=Recreate

@@ -8,6 +8,7 @@ mod compile;
 mod eval;
 mod policies;
 mod serve;
+mod smoke_test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// List the built-in policies, what they do, and their settings.
     Policies(policies::PoliciesArgs),
+    /// Check from inside the cluster that the API server calls the webhook: a
+    /// server-side dry run of a lab StatefulSet must come back with probes and
+    /// Parallel, one without claim templates must be denied (what `helm test` runs).
+    SmokeTest(smoke_test::SmokeTestArgs),
     /// Compile the configured policies (default: the built-ins) into the
     /// compilation cache and exit. Run it when a container image is built and
     /// point --cache-seed at the result: a new pod then starts without compiling.
@@ -120,6 +125,7 @@ impl Cli {
         let default = match self.command {
             Command::Serve(_) => "info",
             Command::Compile(_) => "info",
+            Command::SmokeTest(_) => "warn",
             Command::Eval(_) | Command::Policies(_) | Command::Bench(_) => "warn",
         };
         let log = self.log.as_deref().unwrap_or(default);
@@ -146,6 +152,7 @@ impl Cli {
             Command::Eval(args) => return eval::run(args),
             Command::Policies(args) => policies::run(args),
             Command::Compile(args) => compile::run(args),
+            Command::SmokeTest(args) => smoke_test::run(args),
             Command::Bench(args) => bench::run(args),
         };
         match result {
