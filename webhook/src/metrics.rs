@@ -21,6 +21,8 @@
 
 mod process;
 
+pub(crate) use process::cpu_seconds;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -66,7 +66,8 @@ pub struct BenchArgs {
     /// Use HTTP/1.1 (a connection per worker) instead of HTTP/2.
     #[arg(long, env = "STSGUARD_BENCH_HTTP1")]
     http1: bool,
-    /// Report this process's resident memory at the end (the server's PID, with --url).
+    /// Report this process's resident memory and CPU time per review (the server's
+    /// PID, with --url).
     #[arg(long, env = "STSGUARD_BENCH_SERVER_PID")]
     server_pid: Option<u32>,
     #[command(flatten)]
@@ -161,6 +162,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             warm.first_error.unwrap_or_default()
         );
     }
+    let pid = server_pid.map_or_else(|| "self".to_string(), |pid| pid.to_string());
+    let cpu_before = cpu_seconds(&pid);
     let measured = run_workers(
         &connections_made,
         &target,
@@ -170,7 +173,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         rate,
     )
     .await;
-    report(&measured, duration, server_pid);
+    let cpu = cpu_before
+        .zip(cpu_seconds(&pid))
+        .map(|(before, after)| after - before);
+    report(&measured, duration, server_pid, cpu);
     if let Some(error) = measured.first_error {
         eprintln!("first error: {error}");
     }
@@ -384,7 +390,7 @@ async fn send(sender: &Sender, request: Request<Full<Bytes>>) -> Result<(), Stri
     Ok(())
 }
 
-fn report(tally: &Tally, duration: Duration, server_pid: Option<u32>) {
+fn report(tally: &Tally, duration: Duration, server_pid: Option<u32>, cpu: Option<f64>) {
     let mut latencies = tally.latencies_us.clone();
     latencies.sort_unstable();
     let percentile = |p: f64| -> f64 {
@@ -422,6 +428,23 @@ fn report(tally: &Tally, duration: Duration, server_pid: Option<u32>) {
             rss as f64 / 1024.0
         );
     }
+    if let Some(cpu) = cpu.filter(|_| tally.ok > 0) {
+        let whose = if server_pid.is_some() {
+            "server"
+        } else {
+            "this process (server and client)"
+        };
+        println!(
+            "cpu:        {whose} {:.0} µs per review ({:.2} cores busy)",
+            cpu * 1e6 / tally.ok as f64,
+            cpu / duration.as_secs_f64()
+        );
+    }
+}
+
+/// User and system CPU time of a process so far (`self` or a PID).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    crate::metrics::cpu_seconds(pid)
 }
 
 /// VmRSS of a process, from /proc.

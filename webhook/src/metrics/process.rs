@@ -71,6 +71,12 @@ impl Reading {
     }
 }
 
+/// User and system CPU time of process `pid` (`self` or a number) so far.
+pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Reading::parse(&stat, "", None).map(|reading| reading.cpu_seconds)
+}
+
 /// The value of `key:` or `key ` in a `/proc` text.
 fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines().find_map(|line| {
