@@ -304,6 +304,15 @@ for arg in sys.argv[1:]:
             check_role(where, doc, namespace)
         elif doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
             fail(where, "the charts grant nothing cluster-wide")
+    # A helm test Pod must not look like a webhook pod to the Service, the PDB or
+    # the pods' anti-affinity (it would be sent reviews, or never be scheduled).
+    selectors = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "Deployment"]
+    for doc in docs:
+        annotations = doc["metadata"].get("annotations") or {}
+        if doc["kind"] == "Pod" and annotations.get("helm.sh/hook") == "test":
+            labels = doc["metadata"].get("labels") or {}
+            if any(all(labels.get(k) == v for k, v in sel.items()) for sel in selectors):
+                fail(f"{name} Pod/{doc['metadata']['name']}", "the test Pod carries the webhook pods' selector labels")
     for cm, config in configs.items():
         for t in timeouts:
             if millis(config["requestTimeout"]) >= t * 1000:
@@ -382,6 +391,8 @@ reject stsguard "replicaCount" --set replicaCount=0
 reject stsguard "must be at least drainDelaySeconds" --set drainDelaySeconds=30
 reject stsguard "test.namespace" --set test.namespace=Not_A_Namespace
 reject stsguard "the webhook never sees" --set test.namespace=probe
+reject stsguard "do not apply to pods in the node's network" --set hostNetwork=true --set networkPolicy.enabled=true
+reject stsguard "must be at least replicaCount x 2 + 2" --set criticalPodsQuota.pods=3
 reject stsguard "Additional property" --set webhoook.timeoutSeconds=5
 reject counter-app "podManagementPolicy" --set podManagementPolicy=Sequential
 reject counter-app "type" --set updateStrategy.type=Recreate

@@ -215,9 +215,10 @@ impl Response {
         )
     }
 
-    /// The answer to a review the server could not evaluate at all (no policy
-    /// set loaded yet: 503; an internal failure: 500). With failurePolicy Fail
-    /// the API server refuses the write; the details are in the stsguard log.
+    /// A refusal of a review the server could not evaluate at all (no policy set
+    /// loaded yet: 503; an internal failure: 500). It is an answer, so the API
+    /// server refuses the write whatever the webhook's failurePolicy (which
+    /// applies only when the call fails); the details are in the stsguard log.
     pub fn unavailable(uid: impl Into<String>, code: u16, message: impl Into<String>) -> Self {
         Self::refuse(uid, code, message.into())
     }

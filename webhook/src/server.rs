@@ -228,6 +228,7 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
     // Kept to name the review in the answer should the pool be gone (cheap: a
     // reference count).
     let bytes_for_uid = bytes.clone();
+    let fails_closed = served.policies.fails_closed(only.as_deref());
     let evaluation = state
         .evaluators
         .run(move || {
@@ -249,6 +250,7 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
                 &state.metrics,
                 &uid,
                 ReviewLabels::unknown("error"),
+                fails_closed,
                 started,
             ),
             Err(error) => unreadable(&state.metrics, &error, started),
@@ -348,7 +350,8 @@ fn answer(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!(%panic, "the evaluation panicked");
-            return internal_error(metrics, &request.uid, labels, started);
+            let fails_closed = served.policies.fails_closed(only);
+            return internal_error(metrics, &request.uid, labels, fails_closed, started);
         }
     };
     let elapsed = started.elapsed();
@@ -381,19 +384,31 @@ fn unreadable(metrics: &Metrics, error: &InvalidReview, started: Instant) -> Res
     axum::Json(review::Response::invalid(error)).into_response()
 }
 
-/// The answer to a review whose evaluation failed inside stsguard.
+/// The answer to a review whose evaluation failed inside stsguard: denied (500)
+/// when a selected policy enforces with failurePolicy `fail`, as its own failure
+/// would be; otherwise allowed unchanged with a warning. An AdmissionReview
+/// either way (the API server's webhook failurePolicy applies only when the call
+/// itself fails, so this answer is what decides).
 fn internal_error(
     metrics: &Metrics,
     uid: &str,
     labels: ReviewLabels,
+    fails_closed: bool,
     started: Instant,
 ) -> Response {
     metrics.record_review(&labels, started.elapsed().as_secs_f64(), None);
-    let message = format!(
+    let what = format!(
         "stsguard failed while evaluating this review (a bug; please report it); the \
          stsguard log has details under uid {uid}"
     );
-    axum::Json(review::Response::unavailable(uid, 500, message)).into_response()
+    let response = if fails_closed {
+        review::Response::unavailable(uid, 500, what)
+    } else {
+        review::Response::allow(uid).with_warnings(vec![format!(
+            "{what}. Allowed unchanged: no policy enforces with failurePolicy fail"
+        )])
+    };
+    axum::Json(response).into_response()
 }
 
 /// The answer while no policy set is loaded yet (rare: only right after start).

@@ -1,9 +1,9 @@
-//! Editing the object's JSON directly: the fastest way to mutate.
+//! JSON helpers for policies: building a value with the host's pointer rules
+//! ([`set`]), and reading views the way k8s-openapi does ([`null_as_default`]).
 //!
-//! [`Verdict::mutate`](crate::Verdict::mutate) re-serializes the typed object
-//! twice to find what changed. When a policy knows exactly where its change goes,
-//! it can instead clone [`Request::object_json`](crate::Request::object_json),
-//! [`set`] the new values and return [`Verdict::mutate_json`](crate::Verdict::mutate_json):
+//! To change the object, return the values with
+//! [`Verdict::set`](crate::Verdict::set); [`set`] is for building a value to
+//! return that way (or for tests), by the same rules the host applies:
 //!
 //! ```
 //! # use stsguard_policy::serde_json::json;

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use stsguard_contract::GroupVersionKind;
 
 use crate::builtin;
-use crate::config::{Config, ModuleSource, PolicyConfig};
+use crate::config::{Config, FailurePolicy, Mode, ModuleSource, PolicyConfig};
 use crate::engine::{self, CallContext, Engine, EvalError, Limits, Metadata, Module};
 
 /// One configured, loaded policy.
@@ -103,6 +103,20 @@ impl PolicySet {
 
     pub fn get(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.name() == name)
+    }
+
+    /// Whether a failure of stsguard itself on a review must deny it: when a
+    /// selected policy enforces with failurePolicy `fail`, as that policy's own
+    /// failure would. Otherwise (every policy in monitor mode or `ignore`) such a
+    /// review is allowed, so a release that only observes never blocks a write.
+    pub fn fails_closed(&self, only: Option<&str>) -> bool {
+        self.policies
+            .iter()
+            .filter(|policy| only.is_none_or(|name| policy.name() == name))
+            .any(|policy| {
+                policy.config.mode == Mode::Enforce
+                    && policy.config.failure_policy == FailurePolicy::Fail
+            })
     }
 
     /// `kind` as a metric label: the kind when a policy of the set names it (the

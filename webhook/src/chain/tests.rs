@@ -486,3 +486,24 @@ fn the_host_refuses_exactly_what_the_contract_table_says() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn a_failure_of_stsguard_itself_denies_only_where_a_policy_would() {
+    let set = chain(
+        "policies:
+  - {name: watcher, module: SCRIPTED, mode: monitor, settings: {behaviour: allow}}
+  - {name: lenient, module: SCRIPTED, failurePolicy: ignore, settings: {behaviour: allow}}
+  - {name: strict, module: SCRIPTED, settings: {behaviour: allow}}",
+    );
+    assert!(
+        set.fails_closed(None),
+        "strict enforces with failurePolicy fail"
+    );
+    assert!(!set.fails_closed(Some("watcher")));
+    assert!(!set.fails_closed(Some("lenient")));
+    assert!(set.fails_closed(Some("strict")));
+    let observing = chain(
+        "policies: [{name: watcher, module: SCRIPTED, mode: monitor, failurePolicy: fail, settings: {behaviour: allow}}]",
+    );
+    assert!(!observing.fails_closed(None), "monitor mode never denies");
+}

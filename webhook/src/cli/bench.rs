@@ -88,6 +88,7 @@ struct Target {
     host: String,
     path: String,
     roots: rustls::RootCertStore,
+    _tls_dir: Option<RemovedOnDrop>,
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -213,18 +214,22 @@ fn external_target(url: &str, ca: Option<PathBuf>) -> anyhow::Result<Target> {
         host,
         path: uri.path().to_string(),
         roots,
+        _tls_dir: None,
     })
 }
 
 /// Starts the real server, with the built-in policies, on a free local port,
-/// serving the certificate `stsguard serve` generates.
+/// with a certificate generated for this run (never the one `serve` keeps, which
+/// a local webhook may trust).
 async fn in_process_server(cache: CacheArgs) -> anyhow::Result<Target> {
     let started = Instant::now();
+    let tls_dir =
+        RemovedOnDrop(std::env::temp_dir().join(format!("stsguard-bench-{}", std::process::id())));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let options = server::Options {
         config: None,
         listen: Some("127.0.0.1:0".parse().expect("an address")),
-        certificate: server::Certificate::config_or_generated(None, Vec::new()),
+        certificate: server::Certificate::config_or_generated(Some(tls_dir.0.clone()), Vec::new()),
         engine: cache.engine_options(),
         max_concurrent_evaluations: 2 * cores,
         timeouts: server::ConnectionTimeouts::default(),
@@ -251,7 +256,17 @@ async fn in_process_server(cache: CacheArgs) -> anyhow::Result<Target> {
         host: "127.0.0.1".into(),
         path: "/mutate".into(),
         roots,
+        _tls_dir: Some(tls_dir),
     })
+}
+
+/// A directory of this run, removed when the benchmark ends.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A request sender over one connection.

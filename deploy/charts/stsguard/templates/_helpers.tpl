@@ -35,6 +35,20 @@ app.kubernetes.io/component: admission-webhook
 app.kubernetes.io/part-of: stsguard
 {{- end }}
 
+{{/*
+Labels of the helm test's objects: not the selector labels, so that the Service,
+the PodDisruptionBudget, the NetworkPolicy and the pods' anti-affinity never take
+the test Pod for a webhook pod.
+*/}}
+{{- define "stsguard.testLabels" -}}
+helm.sh/chart: {{ include "stsguard.chart" . }}
+app.kubernetes.io/name: {{ include "stsguard.name" . }}-smoke-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: smoke-test
+app.kubernetes.io/part-of: stsguard
+{{- end }}
+
 {{- define "stsguard.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "stsguard.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
