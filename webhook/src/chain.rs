@@ -1,6 +1,6 @@
 //! The policy chain: the configured policies, loaded ([`load`]), and how one
 //! request runs through them ([`evaluate`]); what each policy's run came to
-//! ([`run`]).
+//! ([`run`]); the bulkhead and circuit breaker in front of each policy ([`guard`]).
 //!
 //! ```text
 //!   object ─► policy 1 ─► object' ─► policy 2 ─► object'' ─► ... ─► final
@@ -16,10 +16,12 @@
 //! `admission` turns a [`ChainOutcome`] into the answer.
 
 mod evaluate;
+mod guard;
 mod load;
 mod run;
 
 pub use evaluate::{ChainOutcome, Denial, Selection};
+pub use guard::{CircuitState, Refusal};
 pub use load::{LoadError, Policy, PolicySet};
 pub use run::{PolicyRun, RunResult};
 

@@ -72,6 +72,45 @@ pub struct PolicyConfig {
     /// Passed to the policy as JSON; `{}` when absent.
     #[serde(default = "empty_settings")]
     pub settings: serde_json::Value,
+    /// Evaluations of this policy that may run at once; beyond that it is not
+    /// run and its failurePolicy decides at once. Unset: no limit (see the
+    /// README, "Isolation", for why that is the default).
+    #[serde(default)]
+    pub max_concurrent: Option<std::num::NonZeroUsize>,
+    /// When to stop running a policy that keeps timing out or trapping.
+    #[serde(default)]
+    pub circuit: CircuitConfig,
+}
+
+/// A policy's circuit breaker: after `failures` timeouts or traps in a row it
+/// is not run for `cooldown` (its failurePolicy decides at once), then one
+/// evaluation at a time tests it: a success closes the circuit, a failure opens
+/// it again.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Consecutive timeouts or traps that open the circuit; 0 never opens it.
+    #[serde(default = "default_circuit_failures")]
+    pub failures: u32,
+    #[serde(default = "default_circuit_cooldown", with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        Self {
+            failures: default_circuit_failures(),
+            cooldown: default_circuit_cooldown(),
+        }
+    }
+}
+
+fn default_circuit_failures() -> u32 {
+    3
+}
+
+fn default_circuit_cooldown() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Where a policy's component comes from.
@@ -193,6 +232,12 @@ impl Config {
                     "policy `{name}`: timeout must be greater than zero"
                 ));
             }
+            if policy.circuit.failures > 0 && policy.circuit.cooldown.is_zero() {
+                return Err(format!(
+                    "policy `{name}`: circuit.cooldown must be greater than zero (or set \
+                     circuit.failures: 0 to never open the circuit)"
+                ));
+            }
             if policy.memory_limit.0 < 1 << 20 {
                 return Err(format!(
                     "policy `{name}`: memoryLimit {} is too small to run a policy; use at least 1Mi",
@@ -295,6 +340,8 @@ fn default_policies() -> Vec<PolicyConfig> {
             timeout: default_policy_timeout(),
             memory_limit: default_memory_limit(),
             settings: empty_settings(),
+            max_concurrent: None,
+            circuit: CircuitConfig::default(),
         })
         .collect()
 }
@@ -402,6 +449,42 @@ mod tests {
         assert_eq!(names, builtin::names().collect::<Vec<_>>());
         assert!(config.policies.iter().all(|p| p.mode == Mode::Enforce));
         assert_eq!(config.request_timeout, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn circuit_and_bulkhead_parse_with_defaults_and_refuse_nonsense() {
+        let config = Config::parse(
+            "policies:
+  - {name: a, module: builtin:probes}
+  - {name: b, module: builtin:parallel, maxConcurrent: 2, circuit: {failures: 5, cooldown: 1m}}",
+        )
+        .unwrap();
+        assert_eq!(config.policies[0].max_concurrent, None);
+        assert_eq!(config.policies[0].circuit, CircuitConfig::default());
+        assert_eq!(config.policies[1].max_concurrent.map(|n| n.get()), Some(2));
+        assert_eq!(config.policies[1].circuit.failures, 5);
+        assert_eq!(config.policies[1].circuit.cooldown, Duration::from_secs(60));
+        for (yaml, expected) in [
+            (
+                "policies: [{name: a, module: builtin:probes, maxConcurrent: 0}]",
+                "maxConcurrent",
+            ),
+            (
+                "policies: [{name: a, module: builtin:probes, circuit: {failures: 3, cooldown: 0s}}]",
+                "circuit.cooldown must be greater than zero",
+            ),
+            (
+                "policies: [{name: a, module: builtin:probes, circuit: {failurs: 3}}]",
+                "unknown field `failurs`",
+            ),
+        ] {
+            let error = Config::parse(yaml).unwrap_err().to_string();
+            assert!(error.contains(expected), "{yaml}: {error}");
+        }
+        Config::parse(
+            "policies: [{name: a, module: builtin:probes, circuit: {failures: 0, cooldown: 0s}}]",
+        )
+        .expect("a circuit that never opens needs no cooldown");
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! |---|---|---|
 //! | `stsguard_reviews_total` | `outcome` = allowed, patched, denied, invalid, error (stsguard failed); `operation` = CREATE, UPDATE, DELETE, CONNECT, unknown; `kind` (a kind a loaded policy names, else `other`); `dry_run` | reviews answered |
 //! | `stsguard_review_duration_seconds` | | whole review, parse to answer |
-//! | `stsguard_policy_evaluations_total` | `policy`, `mode` = enforce, monitor; `result` = allowed, mutated, denied, failed | what each policy's evaluation came to (monitor: what it would have done) |
+//! | `stsguard_policy_evaluations_total` | `policy`, `mode` = enforce, monitor; `result` = allowed, mutated, denied, failed, skipped (circuit open or bulkhead full) | what each policy's evaluation came to (monitor: what it would have done) |
 //! | `stsguard_policy_evaluation_duration_seconds` | `policy` | one policy evaluation, fresh instance included |
 //! | `stsguard_policy_errors_total` | `policy`, `reason` = timeout, memory_limit, memory_budget, trap, policy_error | evaluations that failed |
 //! | `stsguard_policy_timeouts_total` | `policy` | evaluations stopped by their deadline (also counted in errors) |
 //! | `stsguard_monitor_findings_total` | `policy`, `finding` = would_deny, would_mutate | what monitor-mode policies would have done |
 //! | `stsguard_reloads_total` | `what` = policies, certificate; `result` = success, failure | hot reloads |
+//! | `stsguard_policy_circuit_state` | `policy` | 0 closed, 1 half-open, 2 open: the policy is not run and its failurePolicy decides |
 //! | `stsguard_policies_loaded` | | policies in the set being served |
 //! | `stsguard_build_info` | `version`, `wasmtime`, `wit` | always 1: what is running |
 //!
@@ -31,7 +32,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::chain::{ChainOutcome, RunResult};
+use crate::chain::{ChainOutcome, CircuitState, PolicySet, RunResult};
 use crate::config::Mode;
 
 /// What a review was, for `stsguard_reviews_total`.
@@ -98,6 +99,7 @@ pub struct Metrics {
     timeouts: Family<PolicyLabels, Counter>,
     findings: Family<FindingLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    circuits: Family<PolicyLabels, Gauge>,
     pub policies_loaded: Gauge,
 }
 
@@ -165,6 +167,12 @@ impl Default for Metrics {
             "Hot reloads of policies and certificate",
             reloads.clone(),
         );
+        let circuits = Family::default();
+        ours.register(
+            "policy_circuit_state",
+            "Each policy's circuit breaker: 0 closed, 1 half-open (testing), 2 open (not run)",
+            circuits.clone(),
+        );
         let policies_loaded = Gauge::default();
         ours.register(
             "policies_loaded",
@@ -191,6 +199,7 @@ impl Default for Metrics {
             timeouts,
             findings,
             reloads,
+            circuits,
             policies_loaded,
         }
     }
@@ -208,6 +217,7 @@ impl Metrics {
                 RunResult::Allowed { mutated: true } => "mutated",
                 RunResult::Denied => "denied",
                 RunResult::Failed(_) => "failed",
+                RunResult::Skipped(_) => "skipped",
             };
             let mode = match run.mode {
                 Mode::Enforce => "enforce",
@@ -220,11 +230,13 @@ impl Metrics {
                     result,
                 })
                 .inc();
-            self.evaluation_duration
-                .get_or_create(&PolicyLabels {
-                    policy: policy.clone(),
-                })
-                .observe(run.duration.as_secs_f64());
+            if !matches!(run.result, RunResult::Skipped(_)) {
+                self.evaluation_duration
+                    .get_or_create(&PolicyLabels {
+                        policy: policy.clone(),
+                    })
+                    .observe(run.duration.as_secs_f64());
+            }
             let finding = match (&run.result, run.mode) {
                 (RunResult::Failed(error), _) => {
                     self.errors
@@ -251,6 +263,24 @@ impl Metrics {
                     .get_or_create(&FindingLabels { policy, finding })
                     .inc();
             }
+        }
+    }
+
+    /// The circuit state of every policy being served (0 closed, 1 half-open, 2
+    /// open), read at each scrape; policies no longer served disappear.
+    pub fn record_circuits(&self, policies: &PolicySet) {
+        self.circuits.clear();
+        for policy in policies.policies() {
+            let state = match policy.circuit_state() {
+                CircuitState::Closed => 0,
+                CircuitState::HalfOpen => 1,
+                CircuitState::Open => 2,
+            };
+            self.circuits
+                .get_or_create(&PolicyLabels {
+                    policy: policy.name().to_string(),
+                })
+                .set(state);
         }
     }
 

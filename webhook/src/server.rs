@@ -448,6 +448,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(served) = state.current() {
+        state.metrics.record_circuits(&served.policies);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -164,6 +164,14 @@ impl Policy {
             would_patch: None,
         };
         let mutating = self.metadata().mutating;
+        let permit = match self.guard.admit(&self.name, started) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                tracing::debug!(uid = %input.request.uid, policy = %self.name, %refusal, "policy not run");
+                run.result = RunResult::Skipped(refusal);
+                return run;
+            }
+        };
         let settled = self
             .call(input, current, deadline)
             .and_then(|verdict| match mode {
@@ -184,6 +192,7 @@ impl Policy {
                     Ok(applied)
                 }
             });
+        permit.finish(&self.name, settled.as_ref().map(drop), Instant::now());
         run.result = match settled {
             Ok(applied) => {
                 run.warnings = applied.warnings;

@@ -11,6 +11,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use stsguard_contract::GroupVersionKind;
 
+use super::guard::{CircuitState, Guard};
 use crate::builtin;
 use crate::config::{Config, FailurePolicy, Mode, ModuleSource, PolicyConfig};
 use crate::engine::{self, CallContext, Engine, EvalError, Limits, Metadata, Module};
@@ -23,6 +24,7 @@ pub struct Policy {
     pub(super) module: Arc<Module>,
     pub(super) settings: String,
     pub(super) limits: Limits,
+    pub(super) guard: Guard,
 }
 
 impl Policy {
@@ -37,6 +39,11 @@ impl Policy {
     /// The compiled component behind this policy.
     pub fn module(&self) -> &Module {
         &self.module
+    }
+
+    /// Its circuit breaker's state now.
+    pub fn circuit_state(&self) -> CircuitState {
+        self.guard.state(Instant::now())
     }
 
     /// Whether the policy wants to see this kind of object.
@@ -210,6 +217,7 @@ impl Policy {
             module,
             settings,
             limits,
+            guard: Guard::new(config.max_concurrent.map(|n| n.get()), config.circuit),
         })
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use stsguard_contract::text;
 
+use super::guard::Refusal;
 use crate::config::{FailurePolicy, Mode};
 use crate::engine::EvalError;
 
@@ -35,6 +36,20 @@ pub enum RunResult {
     },
     Denied,
     Failed(EvalError),
+    /// Not run: its circuit is open or its bulkhead full. Like a failure, its
+    /// failurePolicy decides.
+    Skipped(Refusal),
+}
+
+impl RunResult {
+    /// The short label of a failure or refusal.
+    fn failure_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::Failed(error) => Some(error.reason()),
+            Self::Skipped(refusal) => Some(refusal.reason()),
+            Self::Allowed { .. } | Self::Denied => None,
+        }
+    }
 }
 
 impl PolicyRun {
@@ -49,7 +64,9 @@ impl PolicyRun {
             && match self.result {
                 RunResult::Allowed { .. } => false,
                 RunResult::Denied => true,
-                RunResult::Failed(_) => self.failure_policy == FailurePolicy::Fail,
+                RunResult::Failed(_) | RunResult::Skipped(_) => {
+                    self.failure_policy == FailurePolicy::Fail
+                }
             }
     }
 
@@ -59,9 +76,9 @@ impl PolicyRun {
         if !self.denies() {
             return None;
         }
-        Some(match &self.result {
-            RunResult::Failed(error) => text::failed_denial(error.reason(), uid),
-            _ => self.message.clone().unwrap_or_else(|| "denied".into()),
+        Some(match self.result.failure_reason() {
+            Some(reason) => text::failed_denial(reason, uid),
+            None => self.message.clone().unwrap_or_else(|| "denied".into()),
         })
     }
 
@@ -73,8 +90,8 @@ impl PolicyRun {
                 self.message.as_deref().unwrap_or("denied"),
             )),
             RunResult::Allowed { .. } => self.would_patch.as_deref().map(text::would_patch),
-            RunResult::Failed(error) if !self.denies() => {
-                Some(text::failed_skipped(error.reason()))
+            RunResult::Failed(_) | RunResult::Skipped(_) if !self.denies() => {
+                self.result.failure_reason().map(text::failed_skipped)
             }
             _ => None,
         };
@@ -99,13 +116,19 @@ impl PolicyRun {
             RunResult::Allowed { mutated: true } => "mutated".into(),
             RunResult::Denied if monitor => "monitor: would deny".into(),
             RunResult::Denied => "denied".into(),
-            RunResult::Failed(error) => {
+            RunResult::Failed(_) | RunResult::Skipped(_) => {
                 let effect = if self.denies() {
                     "denied (failurePolicy fail)"
                 } else {
                     "skipped"
                 };
-                format!("failed ({}): {effect}", error.reason())
+                let what = if matches!(self.result, RunResult::Skipped(_)) {
+                    "not run"
+                } else {
+                    "failed"
+                };
+                let reason = self.result.failure_reason().unwrap_or_default();
+                format!("{what} ({reason}): {effect}")
             }
         })
     }

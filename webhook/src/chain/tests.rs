@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use stsguard_contract::text::MAX_DENIAL_CHARS;
 
 use super::*;
+use crate::chain::{CircuitState, Refusal};
 use crate::config::Config;
 use crate::engine::{self, Engine, EngineOptions, EvalError};
 use crate::review::{self, ReviewRequest};
@@ -506,4 +507,76 @@ fn a_failure_of_stsguard_itself_denies_only_where_a_policy_would() {
         "policies: [{name: watcher, module: SCRIPTED, mode: monitor, failurePolicy: fail, settings: {behaviour: allow}}]",
     );
     assert!(!observing.fails_closed(None), "monitor mode never denies");
+}
+
+#[test]
+fn a_looping_policy_s_circuit_opens_and_the_others_keep_working() {
+    let set = chain(
+        "policies:
+  - {name: looper, module: SCRIPTED, failurePolicy: ignore, timeout: 50ms,
+     circuit: {failures: 2, cooldown: 1h}, settings: {behaviour: loop}}
+  - {name: labeller, module: SCRIPTED, settings: {behaviour: label, key: still, value: works}}",
+    );
+    for _ in 0..2 {
+        let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+        assert!(matches!(
+            outcome.runs[0].result,
+            RunResult::Failed(EvalError::Timeout(_))
+        ));
+    }
+    assert_eq!(
+        set.get("looper").unwrap().circuit_state(),
+        CircuitState::Open
+    );
+    // Open: the looper is not run at all, its failurePolicy (ignore) decides, and
+    // the review says so; the next policy runs as before.
+    let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+    assert!(
+        matches!(
+            &outcome.runs[0].result,
+            RunResult::Skipped(Refusal::Open { failures: 2, .. })
+        ),
+        "{:?}",
+        outcome.runs[0]
+    );
+    assert_eq!(outcome.runs[0].duration, Duration::ZERO);
+    assert_eq!(outcome.runs[1].result, RunResult::Allowed { mutated: true });
+    assert_eq!(
+        outcome.object.unwrap()["metadata"]["labels"]["still"],
+        "works"
+    );
+    assert!(
+        outcome
+            .warnings
+            .contains(&"stsguard/looper: the policy could not evaluate this object (circuit open) and was skipped".to_string()),
+        "{:?}",
+        outcome.warnings
+    );
+    assert_eq!(
+        outcome.runs[0].audit_annotation().as_deref(),
+        Some("not run (circuit_open): skipped")
+    );
+    assert_eq!(
+        set.get("labeller").unwrap().circuit_state(),
+        CircuitState::Closed
+    );
+}
+
+#[test]
+fn an_open_circuit_with_failure_policy_fail_denies_at_once() {
+    let set = chain(
+        "policies:
+  - {name: looper, module: SCRIPTED, timeout: 50ms, circuit: {failures: 1, cooldown: 1h},
+     settings: {behaviour: loop}}",
+    );
+    let first = set.evaluate(&request("CREATE"), Selection::All, soon());
+    assert!(first.denial.unwrap().message.contains("(timeout)"));
+    let second = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let denial = second.denial.unwrap();
+    assert_eq!(denial.policy, "looper");
+    assert!(
+        denial.message.contains("(circuit open)"),
+        "{}",
+        denial.message
+    );
 }

@@ -1,0 +1,405 @@
+//! Isolation of a misbehaving policy: a bulkhead and a circuit breaker in front
+//! of each policy's evaluations.
+//!
+//! A policy that loops until its deadline holds an evaluation thread for the
+//! whole deadline, and every review queues behind it (measured: a healthy route
+//! fell from 3,540 to 341 reviews/s while four clients called a looping policy).
+//! The **circuit** stops that: after `circuit.failures` timeouts or traps in a
+//! row the policy is not run at all for `circuit.cooldown` — its failurePolicy
+//! decides at once, no thread is held — then one evaluation at a time tests it
+//! (half-open): a success closes the circuit, a failure opens it again. The
+//! **bulkhead** (`maxConcurrent`) caps how many evaluations of one policy run at
+//! once, for a policy known to be slow; it is off by default because the chain
+//! runs every policy on the same threads in turn, so under load all of them can
+//! be in one healthy policy at once, and a cap below the thread count would fail
+//! healthy reviews.
+//!
+//! Only timeouts, traps and memory-limit failures count: they are the policy
+//! misbehaving. An error the policy returns ("cannot decide") or the server-wide
+//! memory budget being full does not open the circuit. The state lives with the
+//! loaded policy, so a reload starts every circuit closed.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::CircuitConfig;
+use crate::engine::EvalError;
+
+/// The bulkhead and circuit of one loaded policy.
+#[derive(Debug)]
+pub(super) struct Guard {
+    max_concurrent: Option<usize>,
+    in_flight: AtomicUsize,
+    circuit: Mutex<Circuit>,
+}
+
+/// Why an evaluation was not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `maxConcurrent` evaluations are already running.
+    Busy { limit: usize },
+    /// The circuit is open; it lets an evaluation through again after `retry_in`.
+    Open { failures: u32, retry_in: Duration },
+}
+
+impl Refusal {
+    /// A short label, as [`EvalError::reason`] gives for failures.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Busy { .. } => "bulkhead_full",
+            Self::Open { .. } => "circuit_open",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Busy { limit } => write!(
+                f,
+                "{limit} evaluations of it were already running (maxConcurrent)"
+            ),
+            Self::Open { failures, retry_in } => write!(
+                f,
+                "its circuit is open after {failures} timeouts or traps in a row; tested again in {}",
+                humantime::format_duration(Duration::from_secs(retry_in.as_secs()))
+            ),
+        }
+    }
+}
+
+/// The circuit's state, for metrics: closed 0, half-open 1, open 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed,
+    HalfOpen,
+    Open,
+}
+
+/// Leave to run one evaluation; report how it went with [`Permit::finish`].
+#[derive(Debug)]
+pub(super) struct Permit<'a> {
+    guard: &'a Guard,
+    probe: bool,
+}
+
+impl Guard {
+    pub(super) fn new(max_concurrent: Option<usize>, circuit: CircuitConfig) -> Self {
+        Self {
+            max_concurrent,
+            in_flight: AtomicUsize::new(0),
+            circuit: Mutex::new(Circuit::new(circuit)),
+        }
+    }
+
+    /// Whether an evaluation may run now.
+    pub(super) fn admit(&self, policy: &str, now: Instant) -> Result<Permit<'_>, Refusal> {
+        let probe = self.circuit().admit(policy, now)?;
+        let running = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let permit = Permit { guard: self, probe };
+        if let Some(limit) = self.max_concurrent
+            && running >= limit
+        {
+            drop(permit.release_probe());
+            return Err(Refusal::Busy { limit });
+        }
+        Ok(permit)
+    }
+
+    pub(super) fn state(&self, now: Instant) -> CircuitState {
+        self.circuit().state(now)
+    }
+
+    fn circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
+        self.circuit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Permit<'_> {
+    /// Records how the evaluation went: a misbehaving failure counts towards
+    /// opening the circuit, anything else resets the count.
+    pub(super) fn finish(self, policy: &str, result: Result<(), &EvalError>, now: Instant) {
+        let misbehaved = matches!(
+            result,
+            Err(EvalError::Timeout(_) | EvalError::Trap(_) | EvalError::MemoryLimit(_))
+        );
+        self.guard
+            .circuit()
+            .record(policy, misbehaved, self.probe, now);
+    }
+
+    /// Gives back a half-open probe that did not run, so another may.
+    fn release_probe(mut self) -> Self {
+        if self.probe {
+            self.guard.circuit().abandon_probe();
+            self.probe = false;
+        }
+        self
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.guard.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The circuit breaker's state machine, with the time passed in (tests use a
+/// clock of their own).
+#[derive(Debug)]
+struct Circuit {
+    config: CircuitConfig,
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+        failures: u32,
+    },
+    /// One test evaluation at a time.
+    HalfOpen {
+        probing: bool,
+        failures: u32,
+    },
+}
+
+impl Circuit {
+    fn new(config: CircuitConfig) -> Self {
+        Self {
+            config,
+            state: State::Closed { failures: 0 },
+        }
+    }
+
+    fn state(&self, now: Instant) -> CircuitState {
+        match self.state {
+            State::Closed { .. } => CircuitState::Closed,
+            State::Open { until, .. } if now < until => CircuitState::Open,
+            State::Open { .. } | State::HalfOpen { .. } => CircuitState::HalfOpen,
+        }
+    }
+
+    /// `Ok(true)`: run it as the half-open test evaluation.
+    fn admit(&mut self, policy: &str, now: Instant) -> Result<bool, Refusal> {
+        match self.state {
+            State::Closed { .. } => Ok(false),
+            State::Open { until, failures } if now < until => Err(Refusal::Open {
+                failures,
+                retry_in: until - now,
+            }),
+            State::Open { failures, .. }
+            | State::HalfOpen {
+                probing: false,
+                failures,
+            } => {
+                if matches!(self.state, State::Open { .. }) {
+                    tracing::info!(
+                        policy,
+                        "circuit half-open: letting one evaluation test the policy"
+                    );
+                }
+                self.state = State::HalfOpen {
+                    probing: true,
+                    failures,
+                };
+                Ok(true)
+            }
+            State::HalfOpen {
+                probing: true,
+                failures,
+            } => Err(Refusal::Open {
+                failures,
+                retry_in: Duration::ZERO,
+            }),
+        }
+    }
+
+    fn abandon_probe(&mut self) {
+        if let State::HalfOpen { failures, .. } = self.state {
+            self.state = State::HalfOpen {
+                probing: false,
+                failures,
+            };
+        }
+    }
+
+    fn record(&mut self, policy: &str, misbehaved: bool, probe: bool, now: Instant) {
+        let threshold = self.config.failures;
+        self.state = match (self.state, misbehaved) {
+            (State::HalfOpen { failures, .. }, true) if probe => {
+                tracing::warn!(
+                    policy,
+                    failures,
+                    "circuit open again: the test evaluation failed too"
+                );
+                State::Open {
+                    until: now + self.config.cooldown,
+                    failures: failures + 1,
+                }
+            }
+            (State::HalfOpen { .. }, false) if probe => {
+                tracing::info!(policy, "circuit closed: the test evaluation succeeded");
+                State::Closed { failures: 0 }
+            }
+            (State::Closed { failures }, true) if threshold > 0 && failures + 1 >= threshold => {
+                tracing::warn!(
+                    policy,
+                    failures = failures + 1,
+                    cooldown = %humantime::format_duration(self.config.cooldown),
+                    "circuit open: the policy timed out or trapped too often in a row; it is \
+                     not run (its failurePolicy decides) until the cooldown ends"
+                );
+                State::Open {
+                    until: now + self.config.cooldown,
+                    failures: failures + 1,
+                }
+            }
+            (State::Closed { failures }, true) => State::Closed {
+                failures: failures + 1,
+            },
+            (State::Closed { .. }, false) => State::Closed { failures: 0 },
+            // An evaluation admitted before the circuit opened finished late:
+            // the open state stands.
+            (state, _) => state,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(failures: u32) -> CircuitConfig {
+        CircuitConfig {
+            failures,
+            cooldown: Duration::from_secs(30),
+        }
+    }
+
+    const TIMEOUT: EvalError = EvalError::Timeout(Duration::from_millis(300));
+
+    #[test]
+    fn the_circuit_opens_after_consecutive_misbehaviour_and_tests_after_the_cooldown() {
+        let guard = Guard::new(None, config(3));
+        let start = Instant::now();
+        let fail = |at: Duration| {
+            guard
+                .admit("p", start + at)
+                .unwrap()
+                .finish("p", Err(&TIMEOUT), start + at)
+        };
+        fail(Duration::ZERO);
+        fail(Duration::ZERO);
+        // A success in between resets the count.
+        guard.admit("p", start).unwrap().finish("p", Ok(()), start);
+        fail(Duration::ZERO);
+        fail(Duration::ZERO);
+        assert_eq!(guard.state(start), CircuitState::Closed);
+        fail(Duration::ZERO);
+        assert_eq!(guard.state(start), CircuitState::Open);
+        let refused = guard
+            .admit("p", start + Duration::from_secs(10))
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            Refusal::Open {
+                failures: 3,
+                retry_in: Duration::from_secs(20)
+            }
+        );
+
+        // After the cooldown one test evaluation runs; a second waits for it.
+        let later = start + Duration::from_secs(31);
+        assert_eq!(guard.state(later), CircuitState::HalfOpen);
+        let probe = guard.admit("p", later).unwrap();
+        assert!(matches!(guard.admit("p", later), Err(Refusal::Open { .. })));
+        probe.finish("p", Err(&EvalError::Trap("unreachable".into())), later);
+        assert_eq!(
+            guard.state(later),
+            CircuitState::Open,
+            "a failed test opens it again"
+        );
+
+        let much_later = later + Duration::from_secs(31);
+        guard
+            .admit("p", much_later)
+            .unwrap()
+            .finish("p", Ok(()), much_later);
+        assert_eq!(guard.state(much_later), CircuitState::Closed);
+        guard
+            .admit("p", much_later)
+            .unwrap()
+            .finish("p", Ok(()), much_later);
+    }
+
+    #[test]
+    fn only_misbehaviour_counts_and_zero_failures_never_opens() {
+        let guard = Guard::new(None, config(1));
+        let now = Instant::now();
+        for error in [
+            EvalError::Policy("cannot decide".into()),
+            EvalError::MemoryBudget(1 << 20),
+        ] {
+            guard.admit("p", now).unwrap().finish("p", Err(&error), now);
+        }
+        assert_eq!(guard.state(now), CircuitState::Closed);
+        guard
+            .admit("p", now)
+            .unwrap()
+            .finish("p", Err(&EvalError::MemoryLimit(1 << 20)), now);
+        assert_eq!(guard.state(now), CircuitState::Open);
+
+        let never = Guard::new(None, config(0));
+        for _ in 0..10 {
+            never
+                .admit("p", now)
+                .unwrap()
+                .finish("p", Err(&TIMEOUT), now);
+        }
+        assert_eq!(never.state(now), CircuitState::Closed);
+    }
+
+    #[test]
+    fn the_bulkhead_caps_evaluations_at_once_and_frees_a_slot_when_one_ends() {
+        let guard = Guard::new(Some(2), config(3));
+        let now = Instant::now();
+        let first = guard.admit("p", now).unwrap();
+        let second = guard.admit("p", now).unwrap();
+        assert_eq!(
+            guard.admit("p", now).unwrap_err(),
+            Refusal::Busy { limit: 2 }
+        );
+        first.finish("p", Ok(()), now);
+        let third = guard.admit("p", now).unwrap();
+        drop((second, third));
+        assert_eq!(guard.in_flight.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_probe_refused_by_the_bulkhead_lets_another_probe_run() {
+        let guard = Guard::new(Some(1), config(1));
+        let now = Instant::now();
+        guard
+            .admit("p", now)
+            .unwrap()
+            .finish("p", Err(&TIMEOUT), now);
+        // An evaluation admitted before the circuit opened still holds the slot.
+        guard.in_flight.fetch_add(1, Ordering::AcqRel);
+        let later = now + Duration::from_secs(31);
+        assert_eq!(
+            guard.admit("p", later).unwrap_err(),
+            Refusal::Busy { limit: 1 }
+        );
+        guard.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // The refused probe gave its turn back: the next review tests the policy.
+        let probe = guard.admit("p", later).unwrap();
+        probe.finish("p", Ok(()), later);
+        assert_eq!(guard.state(later), CircuitState::Closed);
+    }
+}
