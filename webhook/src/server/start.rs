@@ -188,12 +188,7 @@ pub async fn start(
         Arc::new(Metrics::default()),
         max_concurrent_evaluations.max(1),
     );
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|cause| StartError::Listen {
-            address: listen,
-            cause,
-        })?;
+    let listener = bind(listen).await?;
     let address = listener.local_addr().map_err(|cause| StartError::Listen {
         address: listen,
         cause,
@@ -201,12 +196,7 @@ pub async fn start(
     tracing::info!(%address, cache = ?engine_options.cache_dir, "listening; loading policies");
     let metrics_server = match metrics_listen {
         Some(listen) => {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|cause| StartError::Listen {
-                    address: listen,
-                    cause,
-                })?;
+            let listener = bind(listen).await?;
             tracing::info!(address = %listen, "serving /metrics over plain HTTP");
             let router = super::metrics_router(state.clone());
             Some(tokio::spawn(async move {
@@ -283,6 +273,12 @@ pub async fn start(
         first_load: first_loaded,
         task,
     })
+}
+
+async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|cause| StartError::Listen { address, cause })
 }
 
 /// The files to serve, and the generated certificate when there are none.
