@@ -101,7 +101,7 @@ impl Guard {
         if let Some(limit) = self.max_concurrent
             && running >= limit
         {
-            drop(permit.release_probe());
+            drop(permit); // gives back the slot, and a half-open test its turn
             return Err(Refusal::Busy { limit });
         }
         Ok(permit)
@@ -119,7 +119,7 @@ impl Guard {
 impl Permit<'_> {
     /// Records how the evaluation went: a misbehaving failure counts towards
     /// opening the circuit, anything else resets the count.
-    pub(super) fn finish(self, policy: &str, result: Result<(), &EvalError>, now: Instant) {
+    pub(super) fn finish(mut self, policy: &str, result: Result<(), &EvalError>, now: Instant) {
         let misbehaved = matches!(
             result,
             Err(EvalError::Timeout(_) | EvalError::Trap(_) | EvalError::MemoryLimit(_))
@@ -127,20 +127,17 @@ impl Permit<'_> {
         self.guard
             .circuit()
             .record(policy, misbehaved, self.probe, now);
-    }
-
-    /// Gives back a half-open probe that did not run, so another may.
-    fn release_probe(mut self) -> Self {
-        if self.probe {
-            self.guard.circuit().abandon_probe();
-            self.probe = false;
-        }
-        self
+        self.probe = false;
     }
 }
 
 impl Drop for Permit<'_> {
+    /// A permit dropped unfinished (the evaluation panicked) gives its slot back,
+    /// and a half-open test its turn, so the policy is not skipped for ever.
     fn drop(&mut self) {
+        if self.probe {
+            self.guard.circuit().abandon_probe();
+        }
         self.guard.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -379,6 +376,21 @@ mod tests {
         let third = guard.admit("p", now).unwrap();
         drop((second, third));
         assert_eq!(guard.in_flight.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_test_evaluation_that_never_finishes_lets_the_next_one_test() {
+        let guard = Guard::new(None, config(1));
+        let now = Instant::now();
+        guard
+            .admit("p", now)
+            .unwrap()
+            .finish("p", Err(&TIMEOUT), now);
+        let later = now + Duration::from_secs(31);
+        drop(guard.admit("p", later).unwrap()); // as if the evaluation panicked
+        let probe = guard.admit("p", later).expect("the turn was given back");
+        probe.finish("p", Ok(()), later);
+        assert_eq!(guard.state(later), CircuitState::Closed);
     }
 
     #[test]
