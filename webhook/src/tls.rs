@@ -67,6 +67,33 @@ fn provider() -> Arc<CryptoProvider> {
         .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
 }
 
+/// The certificates of a PEM bundle, as roots a client trusts (the CA `bench`
+/// and `smoke-test` check their server against).
+pub fn trust_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let bad = |message: String| TlsError::BadCertificate {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certificates = CertificateDer::pem_file_iter(path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::Io(cause) => TlsError::Read {
+            path: path.to_path_buf(),
+            cause,
+        },
+        other => bad(other.to_string()),
+    })?;
+    for certificate in certificates {
+        let certificate = certificate.map_err(|e| bad(e.to_string()))?;
+        roots.add(certificate).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(roots)
+}
+
 /// The certificate and key files the server serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateFiles {
@@ -416,6 +443,23 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trust_roots_reads_a_bundle_and_names_the_file_it_could_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = self_signed(dir.path(), &["127.0.0.1".into()]).unwrap();
+        assert_eq!(trust_roots(&generated.ca).unwrap().len(), 1);
+        let missing = dir.path().join("missing.crt");
+        let error = trust_roots(&missing).unwrap_err().to_string();
+        assert!(error.contains("missing.crt"), "{error}");
+        let empty = dir.path().join("empty.crt");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let error = trust_roots(&empty).unwrap_err().to_string();
+        assert!(
+            error.contains("empty.crt") && error.contains("no PEM certificate"),
+            "{error}"
+        );
+    }
 
     fn names() -> Vec<String> {
         vec!["localhost".into(), "127.0.0.1".into()]

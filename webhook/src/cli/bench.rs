@@ -25,12 +25,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::CacheArgs;
-use crate::server;
+use crate::{server, tls};
 
 /// A realistic review: a course-lab StatefulSet as the API server sends it.
 const DEFAULT_REVIEW: &str =
@@ -201,14 +200,9 @@ fn external_target(url: &str, ca: Option<PathBuf>) -> anyhow::Result<Target> {
         .with_context(|| format!("could not resolve {host}"))?
         .next()
         .with_context(|| format!("{host} has no address"))?;
-    let mut roots = rustls::RootCertStore::empty();
     let ca =
         ca.context("--ca is needed with --url: the CA that signed the server's certificate")?;
-    for cert in CertificateDer::pem_file_iter(&ca)
-        .with_context(|| format!("could not read {}", ca.display()))?
-    {
-        roots.add(cert.with_context(|| format!("{} is not a PEM certificate", ca.display()))?)?;
-    }
+    let roots = tls::trust_roots(&ca)?;
     Ok(Target {
         address,
         host,
@@ -247,10 +241,7 @@ async fn in_process_server(cache: CacheArgs) -> anyhow::Result<Target> {
         .generated()
         .context("the in-process server generates its certificate")?
         .ca;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca)? {
-        roots.add(cert?)?;
-    }
+    let roots = tls::trust_roots(ca)?;
     Ok(Target {
         address: running.address(),
         host: "127.0.0.1".into(),
@@ -432,7 +423,7 @@ fn report(tally: &Tally, duration: Duration, server_pid: Option<u32>, cpu: Optio
         latencies.last().copied().unwrap_or(0) as f64 / 1000.0
     );
     let pid = server_pid.map_or_else(|| "self".to_string(), |pid| pid.to_string());
-    if let Some(rss) = resident_kib(&pid) {
+    if let Some(rss) = crate::metrics::resident_bytes(&pid) {
         let whose = if server_pid.is_some() {
             "server"
         } else {
@@ -440,7 +431,7 @@ fn report(tally: &Tally, duration: Duration, server_pid: Option<u32>, cpu: Optio
         };
         println!(
             "memory:     {whose} resident {:.1} MiB",
-            rss as f64 / 1024.0
+            rss as f64 / (1024.0 * 1024.0)
         );
     }
     if let Some(cpu) = cpu.filter(|_| tally.ok > 0) {
@@ -460,17 +451,4 @@ fn report(tally: &Tally, duration: Duration, server_pid: Option<u32>, cpu: Optio
 /// User and system CPU time of a process so far (`self` or a PID).
 fn cpu_seconds(pid: &str) -> Option<f64> {
     crate::metrics::cpu_seconds(pid)
-}
-
-/// VmRSS of a process, from /proc.
-fn resident_kib(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }

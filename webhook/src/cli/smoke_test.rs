@@ -16,8 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -200,13 +199,7 @@ impl ApiServer {
             .trim()
             .to_string();
         let ca_file = ca.unwrap_or_else(|| PathBuf::from(SERVICE_ACCOUNT).join("ca.crt"));
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(&ca_file)
-            .with_context(|| format!("could not read the CA bundle {}", ca_file.display()))?
-        {
-            roots
-                .add(cert.with_context(|| format!("{} is not a PEM bundle", ca_file.display()))?)?;
-        }
+        let roots = crate::tls::trust_roots(&ca_file)?;
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();

@@ -50,18 +50,10 @@ impl Reading {
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         // After the name: state is field 3, so field n is fields[n - 3].
         let number = |n: usize| fields.get(n - 3)?.parse::<f64>().ok();
-        let kib = |key: &str| {
-            field(status, key)?
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .map(|kib| kib * 1024)
-        };
         Some(Self {
             cpu_seconds: (number(14)? + number(15)?) / USER_HZ,
-            resident_bytes: kib("VmRSS"),
-            virtual_bytes: kib("VmSize"),
+            resident_bytes: status_bytes(status, "VmRSS"),
+            virtual_bytes: status_bytes(status, "VmSize"),
             threads: field(status, "Threads").and_then(|v| v.parse().ok()),
             start_time_seconds: boot_time
                 .zip(number(22))
@@ -75,6 +67,22 @@ impl Reading {
 pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     Reading::parse(&stat, "", None).map(|reading| reading.cpu_seconds)
+}
+
+/// Resident memory of process `pid` (`self` or a number) now.
+pub(crate) fn resident_bytes(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_bytes(&status, "VmRSS")
+}
+
+/// A `/proc/<pid>/status` size (`VmRSS:   40960 kB`) in bytes.
+fn status_bytes(status: &str, key: &str) -> Option<u64> {
+    field(status, key)?
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|kib| kib * 1024)
 }
 
 /// The value of `key:` or `key ` in a `/proc` text.
