@@ -152,6 +152,18 @@ async fn in_cluster(client: &Client) -> anyhow::Result<Option<Mode>> {
 
 /// Out-of-cluster: the binary from `STSGUARD_BIN`, else the workspace's debug build.
 fn out_of_cluster() -> anyhow::Result<Mode> {
+    let bin = stsguard_bin()?;
+    let host = match env::var("STSGUARD_E2E_WEBHOOK_HOST") {
+        Ok(host) => host
+            .parse()
+            .with_context(|| format!("STSGUARD_E2E_WEBHOOK_HOST={host}: expected an IP address"))?,
+        Err(_) => IpAddr::from([127, 0, 0, 1]),
+    };
+    Ok(Mode::OutOfCluster { bin, host })
+}
+
+/// The `stsguard` binary the suite runs: `STSGUARD_BIN`, else the workspace's debug build.
+pub fn stsguard_bin() -> anyhow::Result<PathBuf> {
     let bin = match env::var_os("STSGUARD_BIN") {
         Some(bin) => PathBuf::from(bin),
         None => {
@@ -168,11 +180,5 @@ fn out_of_cluster() -> anyhow::Result<Mode> {
             bin.display()
         );
     }
-    let host = match env::var("STSGUARD_E2E_WEBHOOK_HOST") {
-        Ok(host) => host
-            .parse()
-            .with_context(|| format!("STSGUARD_E2E_WEBHOOK_HOST={host}: expected an IP address"))?,
-        Err(_) => IpAddr::from([127, 0, 0, 1]),
-    };
-    Ok(Mode::OutOfCluster { bin, host })
+    Ok(bin)
 }
