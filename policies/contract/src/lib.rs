@@ -23,6 +23,7 @@
 
 pub mod kind;
 pub mod mutation;
+pub mod request;
 pub mod text;
 pub mod verdict;
 

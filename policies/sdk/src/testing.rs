@@ -34,6 +34,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
+use stsguard_contract::request::{self, Requester};
 use stsguard_contract::text::{self, ObjectName};
 
 use crate::runtime::{self, bindings};
@@ -182,42 +183,22 @@ pub fn annotated(mut request: Value, annotations: &[(&str, &str)]) -> Value {
 
 /// An AdmissionRequest that creates `object`, shaped like the API server's.
 pub fn create_request(object: Value) -> Value {
-    admission_request("CREATE", object, Value::Null)
+    request::admission_request(object, None, None, &HARNESS)
 }
 
 /// An AdmissionRequest that updates `old_object` to `object`.
 pub fn update_request(object: Value, old_object: Value) -> Value {
-    admission_request("UPDATE", object, old_object)
+    request::admission_request(object, Some(old_object), None, &HARNESS)
 }
 
-fn admission_request(operation: &str, object: Value, old_object: Value) -> Value {
-    let api_version = object["apiVersion"].as_str().unwrap_or("v1");
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let kind = object["kind"].as_str().unwrap_or_default();
-    let resource = format!("{}s", kind.to_lowercase());
-    let gvk = json!({"group": group, "version": version, "kind": kind});
-    let gvr = json!({"group": group, "version": version, "resource": resource});
-    let options_kind = if operation == "CREATE" {
-        "CreateOptions"
-    } else {
-        "UpdateOptions"
-    };
-    json!({
-        "uid": "00000000-0000-4000-8000-000000000000",
-        "kind": gvk,
-        "resource": gvr,
-        "requestKind": gvk,
-        "requestResource": gvr,
-        "name": object["metadata"]["name"],
-        "namespace": object["metadata"]["namespace"],
-        "operation": operation,
-        "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
-        "object": object,
-        "oldObject": old_object,
-        "dryRun": false,
-        "options": {"kind": options_kind, "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"},
-    })
-}
+/// Who the harness's requests come from: a cluster admin, as with `kubectl apply`.
+const HARNESS: Requester<'static> = Requester {
+    uid: "00000000-0000-4000-8000-000000000000",
+    username: "kubernetes-admin",
+    groups: &["system:masters", "system:authenticated"],
+    dry_run: false,
+    field_manager: Some("kubectl-client-side-apply"),
+};
 
 /// The request with its `object` replaced, e.g. by a policy's output.
 pub fn with_object(request: &Value, object: Value) -> Value {

@@ -23,6 +23,7 @@ use crate::chain::{PolicySet, Selection};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::review::{self, ReviewRequest};
+use stsguard_contract::request;
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -174,36 +175,22 @@ fn review_request(
     object: &Value,
     old: Option<Value>,
 ) -> anyhow::Result<ReviewRequest> {
-    let api_version = object["apiVersion"].as_str().filter(|s| !s.is_empty());
-    let kind = object["kind"].as_str().filter(|s| !s.is_empty());
-    let (Some(api_version), Some(kind)) = (api_version, kind) else {
+    let named = |key: &str| object[key].as_str().is_some_and(|s| !s.is_empty());
+    if !named("apiVersion") || !named("kind") {
         bail!("it has no apiVersion and kind");
+    }
+    let uid = format!("stsguard-eval-{}", index + 1);
+    let who = request::Requester {
+        uid: &uid,
+        username: "stsguard-eval",
+        groups: &[],
+        dry_run: true,
+        field_manager: None,
     };
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let (_, _, namespace, name) = identity(object);
-    let (operation, options_kind) = match old {
-        Some(_) => ("UPDATE", "UpdateOptions"),
-        None => ("CREATE", "CreateOptions"),
-    };
-    let resource = format!("{}s", kind.to_lowercase());
     let review = json!({
         "apiVersion": review::API_VERSION,
         "kind": "AdmissionReview",
-        "request": {
-            "uid": format!("stsguard-eval-{}", index + 1),
-            "kind": {"group": group, "version": version, "kind": kind},
-            "resource": {"group": group, "version": version, "resource": resource},
-            "requestKind": {"group": group, "version": version, "kind": kind},
-            "requestResource": {"group": group, "version": version, "resource": resource},
-            "name": name,
-            "namespace": namespace,
-            "operation": operation,
-            "userInfo": {"username": "stsguard-eval"},
-            "object": object,
-            "oldObject": old,
-            "dryRun": true,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind},
-        },
+        "request": request::admission_request(object.clone(), old, Some("default"), &who),
     });
     review::parse(&serde_json::to_vec(&review)?).map_err(|e| anyhow::anyhow!(e.message))
 }
