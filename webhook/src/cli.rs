@@ -6,9 +6,13 @@
 mod bench;
 mod compile;
 mod eval;
+mod inspect;
+mod manifests;
+mod outcome;
 mod policies;
 mod serve;
 mod smoke_test;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +50,17 @@ enum Command {
     Eval(eval::EvalArgs),
     /// List the built-in policies, what they do, and their settings.
     Policies(policies::PoliciesArgs),
+    /// Describe a `.wasm` file: the contract version and world it was built
+    /// for, its imports and exports, size and sha256, and a policy's metadata
+    /// and settings schema. Exits 0 for a policy this stsguard serves, 1 for
+    /// any other WebAssembly (saying what it is and what is expected), 2 on an
+    /// error.
+    Inspect(inspect::InspectArgs),
+    /// Run declarative test suites (tests.yaml) through the real engine: per
+    /// case an object or request, and the verdict, warnings, patch or object
+    /// expected. Exits 0 when every case passed, 1 when one failed, 2 when a
+    /// suite could not run.
+    Test(test::TestArgs),
     /// Check from inside the cluster that the API server calls the webhook: a
     /// server-side dry run of a lab StatefulSet must come back with probes and
     /// Parallel, one without claim templates must be denied (what `helm test` runs).
@@ -126,7 +141,11 @@ impl Cli {
             Command::Serve(_) => "info",
             Command::Compile(_) => "info",
             Command::SmokeTest(_) => "warn",
-            Command::Eval(_) | Command::Policies(_) | Command::Bench(_) => "warn",
+            Command::Eval(_)
+            | Command::Policies(_)
+            | Command::Inspect(_)
+            | Command::Test(_)
+            | Command::Bench(_) => "warn",
         };
         let log = self.log.as_deref().unwrap_or(default);
         let filter = tracing_subscriber::EnvFilter::try_new(format!(
@@ -150,6 +169,8 @@ impl Cli {
         let result = match self.command {
             Command::Serve(args) => serve::run(args),
             Command::Eval(args) => return eval::run(args),
+            Command::Inspect(args) => return inspect::run(args),
+            Command::Test(args) => return test::run(args),
             Command::Policies(args) => policies::run(args),
             Command::Compile(args) => compile::run(args),
             Command::SmokeTest(args) => smoke_test::run(args),

@@ -194,6 +194,23 @@ impl Config {
         path.map_or_else(|| Ok(Self::default()), Self::load)
     }
 
+    /// A chain of one policy with every default: what `eval --policy` and
+    /// `test` run when no config file is given. The policy is named after the
+    /// built-in, or after the file (`build/demo.wasm` → `demo`).
+    pub fn single(
+        module: ModuleSource,
+        settings: serde_json::Value,
+    ) -> Result<Self, UnplacedError> {
+        let name = match &module {
+            ModuleSource::Builtin(name) => name.clone(),
+            ModuleSource::File(path) => policy_name_for(path),
+        };
+        let text = serde_json::json!({
+            "policies": [{"name": name, "module": module.to_string(), "settings": settings}],
+        });
+        Self::parse(&text.to_string())
+    }
+
     /// Parses and checks config text; errors carry no path yet.
     pub fn parse(text: &str) -> Result<Self, UnplacedError> {
         // An empty file means "all defaults", as no file does.
@@ -315,6 +332,31 @@ fn default_max_request_bytes() -> ByteSize {
 
 fn default_reload_interval() -> Duration {
     Duration::from_secs(2)
+}
+
+/// A policy name (a-z, 0-9, `-`, at most 63) made from a module file's name.
+fn policy_name_for(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let name = name.trim_matches('-');
+    if name.is_empty() {
+        "policy".into()
+    } else {
+        name.to_string()
+    }
 }
 
 fn default_policy_timeout() -> Duration {
@@ -573,6 +615,27 @@ policies:
             let error = Config::parse(text).unwrap_err().to_string();
             assert!(error.contains(expected), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn a_single_policy_is_named_after_its_file() {
+        let config = Config::single(
+            "build/My_Policy.v2.wasm".parse().unwrap(),
+            serde_json::json!({"maxReplicas": 3}),
+        )
+        .unwrap();
+        assert_eq!(config.policies.len(), 1);
+        assert_eq!(config.policies[0].name, "my-policy-v2");
+        assert_eq!(config.policies[0].settings["maxReplicas"], 3);
+        assert_eq!(config.policies[0].timeout, default_policy_timeout());
+        let builtin = Config::single("builtin:probes".parse().unwrap(), empty_settings()).unwrap();
+        assert_eq!(builtin.policies[0].name, "probes");
+        let error = Config::single("builtin:nope".parse().unwrap(), empty_settings()).unwrap_err();
+        assert!(
+            error.to_string().contains("no built-in policy `nope`"),
+            "{error}"
+        );
+        assert!(Config::single("x.wasm".parse().unwrap(), serde_json::json!([1])).is_err());
     }
 
     #[test]

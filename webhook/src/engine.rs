@@ -21,6 +21,7 @@
 //! written to the host log. A policy that traps, loops or exhausts its memory fails
 //! only its own evaluation; the engine and the `PolicyPre` stay usable.
 
+pub mod anatomy;
 mod bindings;
 mod budget;
 mod sandbox;
@@ -113,6 +114,10 @@ pub enum EngineError {
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file is not a policy component of this contract (read before
+    /// compiling; see [`anatomy`]).
+    #[error("not a stsguard policy: {0}")]
+    NotAPolicy(String),
     #[error("not a valid WebAssembly policy component: {0}")]
     Compile(String),
     #[error(
@@ -288,13 +293,19 @@ impl Engine {
     /// Compiles a component (or loads it from the cache), links it, and reads its
     /// metadata. Slow on a cache miss (seconds): call it off the request path.
     pub fn load(&self, bytes: &[u8]) -> Result<Module, LoadError> {
+        anatomy::Anatomy::read(bytes)
+            .and_then(|anatomy| anatomy.expect_policy())
+            .map_err(LoadError::NotAPolicy)?;
         let component =
             Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(root(&e)))?;
+        // The whole chain: its outer parts name the import the host lacks
+        // ("component imports instance `wasi:http/types@0.2.3`, but ..."),
+        // the innermost only what about it ("resource implementation is missing").
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link(root(&e)))?;
-        let pre = bindings::PolicyPre::new(pre).map_err(|e| LoadError::Link(root(&e)))?;
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = bindings::PolicyPre::new(pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let limits = Limits {
             timeout: Duration::from_secs(5),
             memory_bytes: 64 << 20,

@@ -9,22 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{config_text, fixture};
-
-fn stsguard() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stsguard"));
-    command
-        .env_remove("STSGUARD_CONFIG")
-        .env("STSGUARD_CACHE_DIR", stsguard_webhook::testing::cache_dir());
-    command
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use support::{config_text, fixture, repo, stsguard};
 
 fn write_config(dir: &Path, yaml: &str) -> PathBuf {
     let path = dir.join("config.yaml");
@@ -71,7 +56,7 @@ fn serve_refuses_a_module_that_is_not_a_component() {
     let stderr = serve_refusal(dir.path(), "policies: [{name: junk, module: junk.wasm}]");
     assert!(
         stderr.contains("policy `junk`")
-            && stderr.contains("not a valid WebAssembly policy component"),
+            && stderr.contains("not a stsguard policy: it is not valid WebAssembly"),
         "{stderr}"
     );
 }

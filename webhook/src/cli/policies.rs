@@ -4,6 +4,7 @@
 use anyhow::Context;
 
 use super::CacheArgs;
+use super::inspect::describe_target;
 use crate::builtin;
 use crate::engine::Engine;
 
@@ -23,18 +24,7 @@ pub fn run(args: PoliciesArgs) -> anyhow::Result<()> {
         let metadata = module.metadata();
         let schema: serde_json::Value =
             serde_json::from_str(&metadata.settings_schema).unwrap_or(serde_json::Value::Null);
-        let targets: Vec<String> = metadata
-            .targets
-            .iter()
-            .map(|t| {
-                format!(
-                    "{}/{} {}",
-                    if t.group.is_empty() { "core" } else { &t.group },
-                    t.version,
-                    t.kind
-                )
-            })
-            .collect();
+        let targets: Vec<String> = metadata.targets.iter().map(describe_target).collect();
         println!(
             "builtin:{name}  (version {}, {})",
             metadata.version,

@@ -38,6 +38,24 @@ pub fn engine() -> Engine {
         .clone()
 }
 
+/// The `stsguard` binary, with the tests' compilation cache and no config
+/// from the environment.
+pub fn stsguard() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_stsguard"));
+    command
+        .env_remove("STSGUARD_CONFIG")
+        .env("STSGUARD_CACHE_DIR", testing::cache_dir());
+    command
+}
+
+/// The repository's root folder.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
 /// A config with `SCRIPTED` standing for the scripted test policy's path.
 pub fn config_text(yaml: &str) -> String {
     yaml.replace(
