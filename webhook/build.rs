@@ -10,6 +10,8 @@
 //! Outputs:
 //! - `$OUT_DIR/builtins.rs`: `BUILTIN_MODULES`, the built-ins' bytes by name, in the
 //!   default chain order;
+//! - `$OUT_DIR/templates.rs`: `TEMPLATE_FILES`, the files `stsguard new` writes
+//!   (`policies/templates/`, the WIT, and for Rust the SDK's sources);
 //! - the env var `STSGUARD_TEST_POLICY_DIR`: where the test-only policies
 //!   (`policies/testing/*`) were built, for this crate's tests and benches;
 //! - the env var `STSGUARD_WASMTIME_VERSION`: the wasmtime this build links, from
@@ -72,6 +74,9 @@ fn main() {
     builtins.push_str("];\n");
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("builtins.rs");
     std::fs::write(&out, builtins).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+    let templates = PathBuf::from(env::var("OUT_DIR").unwrap()).join("templates.rs");
+    std::fs::write(&templates, template_files(&policies))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", templates.display()));
     println!(
         "cargo:rustc-env=STSGUARD_TEST_POLICY_DIR={}",
         artefacts.display()
@@ -80,6 +85,81 @@ fn main() {
         "cargo:rustc-env=STSGUARD_WASMTIME_VERSION={}",
         locked_version(&workspace.join("Cargo.lock"), "wasmtime")
     );
+}
+
+/// `TEMPLATE_FILES`: (language or `common`, path in the new project, bytes).
+/// A Rust project gets the SDK and contract sources as `sdk/` (its Cargo.toml
+/// files are in the template), so it builds without a stsguard checkout.
+fn template_files(policies: &Path) -> String {
+    let templates = policies.join("templates");
+    let mut files = Vec::new();
+    for language in ["common", "rust", "python", "javascript"] {
+        collect(&templates.join(language), "", language, &mut files);
+    }
+    collect(&policies.join("wit"), "wit", "common", &mut files);
+    collect(&policies.join("sdk/src"), "sdk/src", "rust", &mut files);
+    collect(
+        &policies.join("contract/src"),
+        "sdk/contract/src",
+        "rust",
+        &mut files,
+    );
+    collect(
+        &policies.join("contract/cases"),
+        "sdk/contract/cases",
+        "rust",
+        &mut files,
+    );
+    files.sort();
+    let mut out = String::from(
+        "/// The files `stsguard new` writes: (language or `common`, path, bytes).\n\
+         pub const TEMPLATE_FILES: &[(&str, &str, &[u8])] = &[\n",
+    );
+    for (language, path, source) in files {
+        writeln!(
+            out,
+            "    ({language:?}, {path:?}, include_bytes!({:?})),",
+            source.display()
+        )
+        .unwrap();
+    }
+    out.push_str("];\n");
+    out
+}
+
+/// Every file under `dir` as (language, `prefix/relative path`, absolute path),
+/// leaving out what a build or an editor leaves behind.
+fn collect(
+    dir: &Path,
+    prefix: &str,
+    language: &'static str,
+    out: &mut Vec<(&'static str, String, PathBuf)>,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if matches!(
+            name.as_str(),
+            "node_modules" | "target" | "build" | "__pycache__"
+        ) || name.ends_with('~')
+        {
+            continue;
+        }
+        let path = entry.path();
+        let relative = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if path.is_dir() {
+            collect(&path, &relative, language, out);
+        } else {
+            out.push((language, relative, path));
+        }
+    }
 }
 
 /// The version of `package` in the lock file (`unknown` if it is not there).

@@ -4,12 +4,15 @@
 //! the same binary is configured by flags on a laptop and by env in a Pod.
 
 mod bench;
+mod build;
 mod compile;
 mod eval;
 mod inspect;
 mod manifests;
+mod new;
 mod outcome;
 mod policies;
+mod project;
 mod serve;
 mod smoke_test;
 mod test;
@@ -41,6 +44,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Make a policy project: `stsguard new NAME --lang rust|python|javascript`
+    /// writes NAME/ with the source, the WIT, a test suite, an example
+    /// manifest, a config to serve it and a README.
+    New(new::NewArgs),
+    /// Build the policy project in DIR (default: here) with its language's
+    /// toolchain into one component, build/NAME.wasm, and print its path.
+    Build(build::BuildArgs),
     /// Serve admission reviews over HTTPS (POST /mutate, /mutate/{policy};
     /// GET /healthz, /readyz, /metrics).
     Serve(serve::ServeArgs),
@@ -139,6 +149,7 @@ impl Cli {
     pub fn init_tracing(&self) {
         let default = match self.command {
             Command::Serve(_) => "info",
+            Command::New(_) | Command::Build(_) => "warn",
             Command::Compile(_) => "info",
             Command::SmokeTest(_) => "warn",
             Command::Eval(_)
@@ -168,6 +179,8 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let result = match self.command {
             Command::Serve(args) => serve::run(args),
+            Command::New(args) => new::run(args),
+            Command::Build(args) => build::run(args),
             Command::Eval(args) => return eval::run(args),
             Command::Inspect(args) => return inspect::run(args),
             Command::Test(args) => return test::run(args),

@@ -206,3 +206,56 @@ fn inspect_describes_a_policy_and_names_what_other_files_are() {
         "{stderr}"
     );
 }
+
+#[test]
+fn new_writes_a_project_that_build_recognises_and_refuses_bad_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(&["new", "replica-limit", "--lang", "python"], dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("stsguard build"), "{stderr}");
+    let project = dir.path().join("replica-limit");
+    for file in [
+        "policy.py",
+        "pyproject.toml",
+        "wit/policy.wit",
+        "tests.yaml",
+        "stsguard.yaml",
+    ] {
+        assert!(project.join(file).is_file(), "{file}");
+    }
+    // Without the toolchain, build says which version to install.
+    let output = stsguard()
+        .arg("build")
+        .current_dir(&project)
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("componentize-py is not installed: pip install componentize-py==0.25.1"),
+        "{stderr}"
+    );
+    // Never over an existing project.
+    let (code, _, stderr) = run(&["new", "replica-limit", "--lang", "rust"], dir.path());
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("already exists and is not empty"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["new", "Replica_Limit"], dir.path());
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("cannot name a policy"), "{stderr}");
+}
+
+#[test]
+fn build_in_a_folder_that_is_no_project_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run(&["build"], dir.path());
+    assert_eq!((code, stdout.as_str()), (Some(2), ""));
+    assert!(stderr.contains(". is not a policy project"), "{stderr}");
+    assert!(
+        stderr.contains("stsguard new NAME --lang rust|python|javascript"),
+        "{stderr}"
+    );
+}

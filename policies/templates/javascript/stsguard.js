@@ -247,19 +247,24 @@ function parseSettings(spec, text) {
 // ---------------------------------------------------------------------------
 // Errors: every exception becomes the WIT error, never a trap
 
-/** `TypeError: Cannot read properties of undefined (reading 'spec') (at policy.js:42:7)`. */
+/** `TypeError: can't access property "spec", x is undefined (policy.bundle.js:42:7, in evaluate)`. */
 export function describe(e) {
   if (e instanceof PolicyError) return e.message;
   if (!(e instanceof Error)) {
     return typeof e === "string" ? e : `thrown: ${safeString(e)}`;
   }
   let text = e.message ? `${e.name}: ${e.message}` : e.name;
-  // StarlingMonkey's stack: `evaluate@policy.js:42:7\n...`; Node's: `    at evaluate (file:///.../policy.js:42:7)`.
+  // The innermost frame outside this helper says where it went wrong.
+  // StarlingMonkey: `evaluate@policy.bundle.js:42:7`; Node: `at evaluate (file:///.../policy.js:42:7)`.
   const frame = String(e.stack ?? "")
     .split("\n")
-    .map((l) => l.trim())
-    .find((l) => l && !/stsguard\.js:|initializer\.js:|^\w*Error\b/.test(l));
-  if (frame) text += ` (at ${frame.replace(/^at /, "").replace(/^.*[@(]/, "").replace(/\)$/, "").replace(/^.*\//, "")})`;
+    .map((line) => line.trim())
+    .filter((line) => /:\d+:\d+\)?$/.test(line))
+    .find((line) => !/stsguard\.js:\d|initializer\.js:\d/.test(line));
+  if (frame) {
+    const [, name, where] = /^(?:at )?(?:(.*?)(?:@| \())?([^@( ]*?:\d+:\d+)\)?$/.exec(frame) ?? [];
+    if (where) text += ` (${where.replace(/^.*\//, "")}${name ? `, in ${name}` : ""})`;
+  }
   return text;
 }
 

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import sys
 import traceback
+import types
 import typing
 from typing import Any, Callable, Iterable, Optional
 
@@ -300,6 +301,9 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+_UNION_TYPE = getattr(types, "UnionType", None)  # `int | None`, Python >= 3.10
+
+
 def _convert(value: Any, hint: Any, path: str) -> Any:
     def wrong(expected: str) -> SettingsError:
         got = "null" if value is None else f"{_type_name(value)} {_dumps(value)}"
@@ -309,7 +313,7 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
     args = typing.get_args(hint)
     if hint is Any or hint is object:
         return value
-    if origin is typing.Union or (origin is not None and str(origin) == "types.UnionType"):
+    if origin is typing.Union or (origin is not None and origin is _UNION_TYPE):
         options = [a for a in args if a is not type(None)]
         if value is None and len(options) < len(args):
             return None

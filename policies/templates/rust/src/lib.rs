@@ -1,4 +1,4 @@
-//! `my-policy`: an example stsguard policy, made to be copied.
+//! `{{name}}`: a stsguard policy, from the Rust template of `stsguard new`.
 //!
 //! - StatefulSets asking for more than `maxReplicas` replicas are denied.
 //! - StatefulSets without `spec.minReadySeconds` get the configured value (a new
@@ -32,12 +32,12 @@ struct Spec {
 /// `default`: every key is optional; `deny_unknown_fields`: a typo is an error.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
-pub struct MySettings {
+pub struct {{name_camel}}Settings {
     pub min_ready_seconds: i32,
     pub max_replicas: i32,
 }
 
-impl Default for MySettings {
+impl Default for {{name_camel}}Settings {
     fn default() -> Self {
         Self {
             min_ready_seconds: 10,
@@ -46,7 +46,7 @@ impl Default for MySettings {
     }
 }
 
-impl Settings for MySettings {
+impl Settings for {{name_camel}}Settings {
     fn validate(&self) -> Result<(), String> {
         if self.min_ready_seconds < 0 {
             return Err(format!(
@@ -64,11 +64,11 @@ impl Settings for MySettings {
     }
 }
 
-pub struct MyPolicy;
+pub struct {{name_camel}};
 
-impl Policy for MyPolicy {
+impl Policy for {{name_camel}} {
     const METADATA: Metadata = Metadata {
-        name: "my-policy",
+        name: "{{name}}",
         version: env!("CARGO_PKG_VERSION"),
         description: "Denies StatefulSets with more than maxReplicas replicas and gives the \
                       others spec.minReadySeconds.",
@@ -77,9 +77,9 @@ impl Policy for MyPolicy {
     };
     /// Requests for any other kind pass untouched without reaching `evaluate`.
     type Object = StatefulSet;
-    type Settings = MySettings;
+    type Settings = {{name_camel}}Settings;
 
-    fn evaluate(request: &Request<StatefulSet>, settings: &MySettings) -> Result<Verdict, Error> {
+    fn evaluate(request: &Request<StatefulSet>, settings: &{{name_camel}}Settings) -> Result<Verdict, Error> {
         // Read: the object into the view (an object that is no StatefulSet at
         // all is an error, and `?` fails the evaluation with it)...
         let Some(spec) = request.object_view::<View>()?.spec else {
@@ -107,7 +107,7 @@ impl Policy for MyPolicy {
     }
 }
 
-stsguard_policy::export_policy!(MyPolicy);
+stsguard_policy::export_policy!({{name_camel}});
 
 #[cfg(test)]
 mod tests {
@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn sets_min_ready_seconds_and_says_so() {
         let request = fixture("web.create.json");
-        let out = testing::evaluate::<MyPolicy>(&request, &json!({"minReadySeconds": 30})).unwrap();
+        let out = testing::evaluate::<{{name_camel}}>(&request, &json!({"minReadySeconds": 30})).unwrap();
         assert!(out.allowed);
         let mut expected = request["object"].clone();
         expected["spec"]["minReadySeconds"] = json!(30);
@@ -135,7 +135,7 @@ mod tests {
     fn a_compliant_statefulset_is_left_alone() {
         let mut request = fixture("web.create.json");
         request["object"]["spec"]["minReadySeconds"] = json!(5);
-        let out = testing::evaluate::<MyPolicy>(&request, &json!({})).unwrap();
+        let out = testing::evaluate::<{{name_camel}}>(&request, &json!({})).unwrap();
         assert_eq!(
             (out.allowed, out.mutated_object, out.warnings.len()),
             (true, None, 0)
@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn too_many_replicas_are_denied() {
         let out =
-            testing::evaluate::<MyPolicy>(&fixture("web.create.json"), &json!({"maxReplicas": 2}))
+            testing::evaluate::<{{name_camel}}>(&fixture("web.create.json"), &json!({"maxReplicas": 2}))
                 .unwrap();
         assert!(!out.allowed);
         assert_eq!(
@@ -158,12 +158,12 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused() {
-        let e = testing::validate_settings::<MyPolicy>(&json!({"maxReplicas": 0})).unwrap_err();
+        let e = testing::validate_settings::<{{name_camel}}>(&json!({"maxReplicas": 0})).unwrap_err();
         assert_eq!(
             e,
             "invalid settings: `maxReplicas` must be at least 1, not 0"
         );
-        let e = testing::validate_settings::<MyPolicy>(&json!({"maxreplicas": 3})).unwrap_err();
+        let e = testing::validate_settings::<{{name_camel}}>(&json!({"maxreplicas": 3})).unwrap_err();
         assert!(e.contains("unknown field `maxreplicas`"), "{e}");
     }
 }

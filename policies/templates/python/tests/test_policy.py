@@ -1,0 +1,72 @@
+"""Native unit tests: `python3 -m unittest` in the project folder. They call the
+policy's logic with plain dicts, without building the component; `stsguard
+test` (tests.yaml) then checks the built component through the real engine."""
+
+import json
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from policy import WitWorld, policy  # noqa: E402
+from stsguard_policy import SettingsError  # noqa: E402
+
+
+def request(**spec):
+    """A CREATE AdmissionRequest for a StatefulSet with this spec."""
+    return {
+        "uid": "test",
+        "kind": {"group": "apps", "version": "v1", "kind": "StatefulSet"},
+        "operation": "CREATE",
+        "name": "web",
+        "namespace": "default",
+        "object": {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"serviceName": "web", **spec},
+        },
+    }
+
+
+class PolicyTest(unittest.TestCase):
+    def test_sets_min_ready_seconds_and_says_so(self):
+        verdict = policy.check(request(replicas=3), {"minReadySeconds": 30})
+        self.assertTrue(verdict.allowed)
+        self.assertEqual(verdict.fields, [("/spec/minReadySeconds", 30)])
+        self.assertEqual(verdict.warnings, ["set spec.minReadySeconds to 30"])
+
+    def test_a_compliant_statefulset_is_left_alone(self):
+        verdict = policy.check(request(replicas=3, minReadySeconds=5), {})
+        self.assertEqual((verdict.allowed, verdict.fields, verdict.warnings), (True, [], []))
+
+    def test_too_many_replicas_are_denied(self):
+        verdict = policy.check(request(replicas=3), {"maxReplicas": 2})
+        self.assertFalse(verdict.allowed)
+        self.assertEqual(
+            verdict.message,
+            "spec.replicas is 3, more than the 2 this cluster allows; lower it or ask the "
+            "platform team",
+        )
+
+    def test_bad_settings_are_refused(self):
+        with self.assertRaisesRegex(ValueError, "`maxReplicas` must be at least 1, not 0"):
+            policy.parse_settings({"maxReplicas": 0})
+        with self.assertRaisesRegex(SettingsError, "unknown field `maxreplicas`"):
+            policy.parse_settings({"maxreplicas": 3})
+
+    def test_an_exception_becomes_the_wit_error(self):
+        # What the component returns as `result::err` (natively a stand-in Err).
+        world = WitWorld()
+        rest = {k: v for k, v in request(replicas=3).items() if k != "object"}
+        with self.assertRaises(Exception) as caught:
+            world.evaluate(json.dumps(rest), json.dumps(request()["object"]), '{"maxReplicas": "x"}')
+        self.assertEqual(
+            caught.exception.value,
+            'invalid settings: `maxReplicas`: expected an integer, not string "x"',
+        )
+
+
+if __name__ == "__main__":
+    unittest.main()
