@@ -223,6 +223,24 @@ def check_webhook_deployment(where, deployment, configs):
             if not any(m["mountPath"] == cache and "emptyDir" in volumes.get(m["name"], {})
                        for m in c.get("volumeMounts", [])):
                 fail(where, f"--cache-dir {cache} is not a writable emptyDir mount")
+    # Custom modules are compiled before the server starts, by an init container that
+    # sees exactly the server's config, modules and cache (so its cache entries are hit).
+    server = pod["containers"][0]
+    compile_ = [c for c in pod.get("initContainers", []) if c["name"] == "compile"]
+    if any(v["name"].startswith("module-") for v in volumes.values()) and not compile_:
+        fail(where, "custom policy modules but no compile init container")
+    for c in compile_:
+        if c.get("args", [])[:1] != ["compile"] or c["image"] != server["image"]:
+            fail(where, "the compile init container must run `compile` with the server's image")
+        mounts = lambda container: sorted((m["name"], m["mountPath"]) for m in container.get("volumeMounts", [])
+                                          if m["name"] != "tls")
+        if mounts(c) != mounts(server):
+            fail(where, f"the compile init container mounts {mounts(c)}, the server {mounts(server)}")
+        for flag in ("--config", "--cache-dir"):
+            if c["args"][c["args"].index(flag) + 1] != server["args"][server["args"].index(flag) + 1]:
+                fail(where, f"the compile init container's {flag} differs from the server's")
+        if not c.get("resources", {}).get("limits", {}).get("memory"):
+            fail(where, "the compile init container needs a memory limit")
 
 
 def check_role(where, role, namespace):

@@ -150,3 +150,38 @@ The mount point of a custom policy module.
 {{- define "stsguard.modulesDir" -}}
 /etc/stsguard/modules
 {{- end }}
+
+{{/*
+Whether an init container compiles the policies before the server starts:
+`precompile.enabled` always, never, or auto (when custom modules are configured;
+the built-ins come compiled in the image).
+*/}}
+{{- define "stsguard.precompile" -}}
+{{- $mode := .Values.precompile.enabled -}}
+{{- if or (eq $mode "always") (and (eq $mode "auto") (or .Values.policyModules .Values.initContainers)) -}}
+true
+{{- end -}}
+{{- end }}
+
+{{/*
+The mounts that hold the configuration, the policy modules and the compilation
+cache: the server's and the compile init container's. Directories, never subPath:
+the kubelet only updates whole-directory mounts, and the server re-reads the files
+when they change.
+*/}}
+{{- define "stsguard.policyMounts" -}}
+{{- $modulesDir := include "stsguard.modulesDir" . -}}
+- name: config
+  mountPath: /etc/stsguard/config
+  readOnly: true
+- name: cache
+  mountPath: /var/cache/stsguard
+{{- range .Values.policyModules }}
+- name: module-{{ .name }}
+  mountPath: {{ printf "%s/%s" $modulesDir .name }}
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
