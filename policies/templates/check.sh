@@ -6,7 +6,8 @@
 #   stsguard serve --config stsguard.yaml
 #
 # then an AdmissionReview through the served policy: a lab StatefulSet must come
-# back with spec.minReadySeconds set. Usage: check.sh [LANG ...] (default: all
+# back with spec.minReadySeconds set. Python and JavaScript policies are then made
+# to raise, loop and allocate without bound on some objects (see `misbehave`). Usage: check.sh [LANG ...] (default: all
 # three). STSGUARD names the binary; the toolchains must be on PATH (./dev test
 # installs them with toolchains.sh). CARGO_TARGET_DIR, when set, is where the
 # Rust project builds (shared with the workspace's wasm builds' dependencies).
@@ -43,6 +44,76 @@ if not response["allowed"] or wanted not in patch:
 PY
 }
 
+# A policy that raises, loops or allocates without bound on some objects must fail
+# only those evaluations, each with a clear reason; interpreted guests too.
+misbehave() {
+  case $1 in
+    python) cat >>policy.py <<'PY'
+
+
+_original = policy._evaluate
+
+
+def _misbehave(request, settings):
+    name = request.object["metadata"]["name"]
+    if name == "raise":
+        raise ZeroDivisionError("boom")
+    if name == "loop":
+        while True:
+            pass
+    if name == "allocate":
+        hog = []
+        while True:
+            hog.append(bytearray(1 << 20))
+    return _original(request, settings)
+
+
+policy._evaluate = _misbehave
+PY
+      ;;
+    javascript) cat >>policy.js <<'JS'
+
+const original = policy.evaluateFn;
+policy.evaluateFn = (request, settings) => {
+  const name = request.object.metadata.name;
+  if (name === "raise") throw new Error("boom");
+  if (name === "loop") for (;;) {}
+  if (name === "allocate") {
+    const hog = [];
+    for (;;) hog.push(new Array(1 << 20).fill(name));
+  }
+  return original(request, settings);
+};
+JS
+      ;;
+    *) return 0 ;;
+  esac
+  echo "== $1: a policy that raises, loops and allocates without bound" >&2
+  "$stsguard" build >/dev/null
+  for name in raise loop allocate web; do
+    sed "s/name: web$/name: $name/" examples/statefulset.yaml
+    echo ---
+  done >"$work/misbehave.yaml"
+  set +e
+  "$stsguard" eval --policy "build/demo.wasm" -o json "$work/misbehave.yaml" >"$work/misbehave.json"
+  code=$?
+  set -e
+  [ "$code" = 1 ] || { echo "misbehaving $1 policy: expected exit 1 (denied), got $code" >&2; exit 1; }
+  python3 - "$work/misbehave.json" <<'PY'
+import json, re, sys
+objects = {o["object"].split("/")[-1]: o for o in json.load(open(sys.argv[1]))["objects"]}
+expected = {"raise": r"returned an error: (ZeroDivisionError|Error): boom", "loop": r"timed out after",
+            "allocate": r"[Mm]emory"}
+for name, pattern in expected.items():
+    run = objects[name]["policies"][0]
+    if run["result"] != "failed" or not re.search(pattern, run.get("error", "")):
+        sys.exit(f"misbehaving policy on {name}: expected a failure matching /{pattern}/, got {run}")
+    print(f"  {name}: {run['error'][:100]}", file=sys.stderr)
+if objects["web"]["policies"][0]["result"] != "mutated":
+    sys.exit(f"the other objects must still be evaluated: {objects['web']}")
+PY
+}
+
 languages=("$@")
 [ ${#languages[@]} -gt 0 ] || languages=(rust python javascript)
 port=18900
@@ -61,4 +132,5 @@ for lang in "${languages[@]}"; do
   kill "$server" && wait "$server" 2>/dev/null || true
   server=
   echo "== $lang: $component built, tested and served" >&2
+  misbehave "$lang"
 done

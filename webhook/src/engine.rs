@@ -133,7 +133,8 @@ pub enum LoadError {
 /// Why one evaluation (or a settings check) did not produce a result.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EvalError {
-    #[error("timed out after {}", humantime::format_duration(*.0))]
+    /// Shown to the millisecond: `timed out after 1s 44ms`.
+    #[error("timed out after {}", humantime::format_duration(std::time::Duration::from_millis(.0.as_millis() as u64)))]
     Timeout(Duration),
     #[error("exceeded its memory limit of {0} bytes")]
     MemoryLimit(u64),
