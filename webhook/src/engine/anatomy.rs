@@ -206,6 +206,16 @@ impl Anatomy {
                         compatible_range()
                     ));
                 }
+                // The host links WASI 0.2 without wasi:http: policies get no network.
+                // componentize-js imports it unless told not to.
+                if let Some(http) = self.imports().iter().find(|i| i.starts_with("wasi:http/")) {
+                    return Err(format!(
+                        "it imports {http}, which stsguard does not provide (a policy has no \
+                         network); a JavaScript policy must be built without it: jco \
+                         componentize ... --disable http --disable fetch-event (the template's \
+                         `npm run build` does)"
+                    ));
+                }
                 if !self.exports_policy_world() {
                     let missing: Vec<&str> = POLICY_EXPORTS
                         .into_iter()
@@ -357,6 +367,23 @@ mod tests {
         component(&["stsguard:policy/host@0.2.7"], &POLICY_EXPORTS)
             .expect_policy()
             .unwrap();
+    }
+
+    #[test]
+    fn a_component_that_wants_the_network_is_told_how_to_build_without_it() {
+        let fetcher = component(
+            &["stsguard:policy/host@0.2.0", "wasi:http/types@0.2.10"],
+            &POLICY_EXPORTS,
+        );
+        let error = fetcher.expect_policy().unwrap_err();
+        assert!(
+            error.starts_with("it imports wasi:http/types@0.2.10, which stsguard does not provide"),
+            "{error}"
+        );
+        assert!(
+            error.contains("--disable http --disable fetch-event"),
+            "{error}"
+        );
     }
 
     #[test]
