@@ -1,8 +1,9 @@
-//! The `stsguard` command line: `serve`, `eval`, `policies`, `compile`, `bench`.
+//! The `stsguard` command line: `serve`, `eval`, `audit`, `policies`, `compile`, `bench`.
 //!
 //! Every flag can also come from an environment variable (named in `--help`), so
 //! the same binary is configured by flags on a laptop and by env in a Pod.
 
+mod audit;
 mod bench;
 mod build;
 mod compile;
@@ -35,7 +36,7 @@ pub struct Cli {
     #[arg(long, env = "STSGUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
     /// Log filter, in tracing's `EnvFilter` syntax (e.g. `info`,
-    /// `stsguard_webhook=debug`) [default: `info` for serve; `warn` for eval and
+    /// `stsguard_webhook=debug`) [default: `info` for serve; `warn` for eval, audit and
     /// policies, whose output is for people, and for bench, whose in-process
     /// server would otherwise log every review it is measuring].
     #[arg(long, env = "STSGUARD_LOG", global = true)]
@@ -58,6 +59,12 @@ enum Command {
     /// YAML on stdout and warnings and denials on stderr; exits 0 when every
     /// object is allowed, 1 when one is denied, 2 on an error. For CI and GitOps.
     Eval(eval::EvalArgs),
+    /// Run the policy chain on the StatefulSets a cluster already has (from the
+    /// kubeconfig or the pod's service account), each as a dry-run CREATE: per
+    /// object compliant, would-mutate, would-deny or error. Exits 0 when every
+    /// object is compliant, 1 when one is not, 2 when the audit could not list
+    /// them all (an incomplete report says INCOMPLETE).
+    Audit(audit::AuditArgs),
     /// List the built-in policies, what they do, and their settings.
     Policies(policies::PoliciesArgs),
     /// Describe a `.wasm` file: the contract version and world it was built
@@ -152,6 +159,9 @@ impl Cli {
             Command::New(_) | Command::Build(_) => "warn",
             Command::Compile(_) => "info",
             Command::SmokeTest(_) => "warn",
+            // kube's client logs each failed connection as an error of its own;
+            // the audit says what failed, and that it retries, itself.
+            Command::Audit(_) => "warn,kube_client=off",
             Command::Eval(_)
             | Command::Policies(_)
             | Command::Inspect(_)
@@ -182,6 +192,7 @@ impl Cli {
             Command::New(args) => new::run(args),
             Command::Build(args) => build::run(args),
             Command::Eval(args) => return eval::run(args),
+            Command::Audit(args) => return audit::run(args),
             Command::Inspect(args) => return inspect::run(args),
             Command::Test(args) => return test::run(args),
             Command::Policies(args) => policies::run(args),

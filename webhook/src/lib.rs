@@ -27,7 +27,8 @@
 //! Around the path: [`config`] reads the YAML configuration, [`builtin`] holds
 //! the embedded built-in policies, `reload` swaps in changed policies and
 //! certificates, [`tls`] serves (and can generate) the certificate, `metrics`
-//! exposes Prometheus counters, and [`cli`] is the `stsguard` command line.
+//! exposes Prometheus counters, [`audit`] runs the chain on the StatefulSets a
+//! cluster already has, and [`cli`] is the `stsguard` command line.
 //!
 //! The rules a policy's verdict is held to — how a mutation is applied, which
 //! fields are the object's identity, every text and limit the user reads — are
@@ -38,6 +39,7 @@
 //! whose message says what to do; only [`cli`] uses `anyhow`.
 
 pub mod admission;
+pub mod audit;
 pub mod builtin;
 pub mod chain;
 pub mod cli;

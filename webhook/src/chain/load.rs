@@ -22,6 +22,8 @@ pub struct Policy {
     pub config: PolicyConfig,
     pub(super) name: Arc<str>,
     pub(super) module: Arc<Module>,
+    /// sha256 of the module's bytes, as read (the file or the built-in).
+    pub(super) digest: [u8; 32],
     pub(super) settings: String,
     pub(super) limits: Limits,
     pub(super) guard: Guard,
@@ -39,6 +41,15 @@ impl Policy {
     /// The compiled component behind this policy.
     pub fn module(&self) -> &Module {
         &self.module
+    }
+
+    /// The sha256 of the module's bytes, in hex: which module ran, whatever its
+    /// path or name (what `stsguard inspect` prints).
+    pub fn digest(&self) -> String {
+        self.digest
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     }
 
     /// Its circuit breaker's state now.
@@ -215,6 +226,7 @@ impl Policy {
             config: config.clone(),
             name,
             module,
+            digest,
             settings,
             limits,
             guard: Guard::new(config.max_concurrent.map(|n| n.get()), config.circuit),
