@@ -91,6 +91,25 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+impl Command {
+    /// The subcommand as typed, for error messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Serve(_) => "serve",
+            Self::New(_) => "new",
+            Self::Build(_) => "build",
+            Self::Eval(_) => "eval",
+            Self::Audit(_) => "audit",
+            Self::Inspect(_) => "inspect",
+            Self::Test(_) => "test",
+            Self::Policies(_) => "policies",
+            Self::Compile(_) => "compile",
+            Self::SmokeTest(_) => "smoke-test",
+            Self::Bench(_) => "bench",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -187,24 +206,28 @@ impl Cli {
 
     /// Runs the command; the exit code says how it went.
     pub fn run(self) -> ExitCode {
+        let name = self.command.name();
+        let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
+        // Commands that judge something (eval, inspect, test, audit) choose 0 or 1
+        // themselves; every error is 2, reported here.
         let result = match self.command {
-            Command::Serve(args) => serve::run(args),
-            Command::New(args) => new::run(args),
-            Command::Build(args) => build::run(args),
-            Command::Eval(args) => return eval::run(args),
-            Command::Audit(args) => return audit::run(args),
-            Command::Inspect(args) => return inspect::run(args),
-            Command::Test(args) => return test::run(args),
-            Command::Policies(args) => policies::run(args),
-            Command::Compile(args) => compile::run(args),
-            Command::SmokeTest(args) => smoke_test::run(args),
-            Command::Bench(args) => bench::run(args),
+            Command::Serve(args) => done(serve::run(args)),
+            Command::New(args) => done(new::run(args)),
+            Command::Build(args) => done(build::run(args)),
+            Command::Eval(args) => eval::run(args),
+            Command::Audit(args) => Ok(audit::run(args)),
+            Command::Inspect(args) => inspect::run(args),
+            Command::Test(args) => test::run(args),
+            Command::Policies(args) => done(policies::run(args)),
+            Command::Compile(args) => done(compile::run(args)),
+            Command::SmokeTest(args) => done(smoke_test::run(args)),
+            Command::Bench(args) => done(bench::run(args)),
         };
         match result {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(code) => code,
             Err(error) => {
                 tracing::error!("{error:#}");
-                eprintln!("stsguard: {error:#}");
+                eprintln!("stsguard {name}: {error:#}");
                 ExitCode::from(2)
             }
         }

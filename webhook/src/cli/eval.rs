@@ -62,23 +62,8 @@ enum Output {
     Yaml,
 }
 
-pub fn run(args: EvalArgs) -> ExitCode {
-    match evaluate(args) {
-        Ok(Verdict::Allowed) => ExitCode::SUCCESS,
-        Ok(Verdict::Denied) => ExitCode::from(1),
-        Err(error) => {
-            eprintln!("stsguard eval: {error:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-enum Verdict {
-    Allowed,
-    Denied,
-}
-
-fn evaluate(args: EvalArgs) -> anyhow::Result<Verdict> {
+/// Exit 0 when every object is allowed, 1 when one is denied.
+pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let EvalArgs {
         config,
         policy,
@@ -160,8 +145,8 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<Verdict> {
     }
     out.flush().context("writing to stdout")?;
     Ok(if denied {
-        Verdict::Denied
+        ExitCode::from(1)
     } else {
-        Verdict::Allowed
+        ExitCode::SUCCESS
     })
 }

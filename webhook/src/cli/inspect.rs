@@ -59,19 +59,8 @@ struct Inspection {
     metadata: Option<Value>,
 }
 
-pub fn run(args: InspectArgs) -> ExitCode {
-    match inspect(args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(error) => {
-            eprintln!("stsguard inspect: {error:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// `Ok(true)` for a policy this stsguard serves.
-fn inspect(args: InspectArgs) -> anyhow::Result<bool> {
+/// Exit 0 for a policy this stsguard serves, 1 for any other WebAssembly.
+pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let InspectArgs {
         module,
         output,
@@ -124,7 +113,11 @@ fn inspect(args: InspectArgs) -> anyhow::Result<bool> {
         }
         Output::Text => write_text(&mut out, &inspection)?,
     }
-    Ok(servable)
+    Ok(if servable {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn metadata_json(metadata: &Metadata) -> Value {

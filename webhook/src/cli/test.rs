@@ -81,17 +81,8 @@ pub struct CaseResult {
     seconds: f64,
 }
 
-pub fn run(args: TestArgs) -> ExitCode {
-    match test(args) {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("stsguard test: {error:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+/// Exit 0 when every case passed, 1 when one failed, 2 when a suite could not run.
+pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let TestArgs {
         paths,
         output,
