@@ -120,10 +120,11 @@ impl Suite {
         let file: SuiteFile = serde_yaml::from_str(&text)
             .with_context(|| format!("{} is not a valid test suite", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let place = Placer {
+        let mut place = Placer {
             path,
             text: &text,
             base,
+            from: 0,
         };
         let config = match (&file.config, &file.policies) {
             (Some(config), None) => Config::load(&base.join(config))
@@ -151,6 +152,7 @@ impl Suite {
         let mut cases = Vec::new();
         for (index, case) in file.cases.into_iter().enumerate() {
             let field = |name: &str| format!("cases[{index}] ({:?}).{name}", case.name);
+            place = place.in_case(&case.name);
             if case.settings.is_some() && config.policies.len() != 1 {
                 return Err(place.error(
                     "settings:",
@@ -299,21 +301,45 @@ fn slug(name: &str) -> String {
 }
 
 /// Reads what a case refers to, and places errors in the suite file.
+#[derive(Clone, Copy)]
 struct Placer<'a> {
     path: &'a Path,
     text: &'a str,
     base: &'a Path,
+    /// The first line errors are searched from: the start of the case at hand.
+    from: usize,
 }
 
 impl Placer<'_> {
+    /// The same, searching from the line that names the case `name` on.
+    fn in_case(self, name: &str) -> Self {
+        let from = self
+            .text
+            .lines()
+            .enumerate()
+            .skip(self.from)
+            .find(|(_, line)| {
+                // `  - name: NAME`, its value quoted or not.
+                let line = line.trim_start().trim_start_matches("- ").trim_start();
+                line.strip_prefix("name:")
+                    .map(|value| value.trim().trim_matches(|c| c == '"' || c == '\''))
+                    == Some(name)
+            })
+            .map_or(self.from, |(index, _)| index);
+        Self { from, ..self }
+    }
+
     /// `suite.yaml:14: cases[2] ("name").object: message`. The line is the first
-    /// that holds `needle`: serde keeps no positions once a value is read.
+    /// from `from` on that holds `needle`: serde keeps no positions once a value
+    /// is read.
     fn error(&self, needle: &str, field: &str, message: String) -> anyhow::Error {
         let line = self
             .text
             .lines()
-            .position(|line| line.contains(needle))
-            .map(|index| format!(":{}", index + 1))
+            .enumerate()
+            .skip(self.from)
+            .find(|(_, line)| line.contains(needle))
+            .map(|(index, _)| format!(":{}", index + 1))
             .unwrap_or_default();
         anyhow::anyhow!("{}{line}: {field}: {message}", self.path.display())
     }
@@ -469,11 +495,15 @@ mod tests {
         let two = write(
             dir.path(),
             "two.yaml",
-            "policies: [{name: p, module: 'builtin:probes'}, {name: q, module: 'builtin:parallel'}]\ncases:\n  - name: a\n    object: {apiVersion: v1, kind: Pod}\n    settings: {}\n    expect: {}\n",
+            "policies: [{name: p, module: 'builtin:probes', settings: {}}, {name: q, module: 'builtin:parallel'}]\ncases:\n  - name: a\n    object: {apiVersion: v1, kind: Pod}\n    settings: {}\n    expect: {}\n",
         );
         let error = Suite::load(&two).unwrap_err().to_string();
+        // The case's line, not the first `settings:` of the file.
         assert!(
-            error.contains("only in a suite of one policy (this one has 2)"),
+            error.contains(
+                ":5: cases[0] (\"a\").settings: a case may override settings only in a suite of \
+                 one policy (this one has 2)"
+            ),
             "{error}"
         );
     }
