@@ -7,9 +7,13 @@
 #   3. every rendered object validated against that version's Kubernetes OpenAPI
 #      schema, strictly (unknown fields are errors), by kubernetes-validate;
 #   4. the Kubernetes facts the webhook depends on asserted on the rendered objects
-#      (namespace exclusion, caBundle, timeouts, no subPath config mount, HTTPS probes...);
+#      (namespace exclusion, caBundle, timeouts, no subPath config mount, HTTPS probes,
+#      the scheduled audit's CronJob and the only RBAC granted cluster-wide...);
 #   5. values the schema must reject are rejected;
 #   6. the e2e suite's fixtures (tests/fixtures/*.yaml) validated against the schemas too.
+#
+# The charts' crds/ are rendered too (--include-crds), and validated as
+# CustomResourceDefinitions.
 #
 # Objects of custom resources (cert-manager's Issuer and Certificate) have no schema in
 # the core OpenAPI document: they are reported as SKIPPED, by name. A core kind without
@@ -36,7 +40,7 @@ KUBERNETES_VALIDATE="kubernetes-validate==1.37.0"
 # The chart's kubeVersion floor, the version k8s-openapi is built for, the newest.
 KUBE_VERSIONS=(1.29.0 1.33.0 1.37.0)
 # API groups of custom resources the charts may render (never in the core schema).
-CRD_GROUPS="cert-manager.io monitoring.coreos.com"
+CRD_GROUPS="cert-manager.io monitoring.coreos.com wgpolicyk8s.io"
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'check-charts: %s\n' "$*" >&2; exit 1; }
@@ -107,7 +111,7 @@ for chart in counter-app stsguard; do
     for kube in "${KUBE_VERSIONS[@]}"; do
       file="$out/$chart-$label-$kube.yaml"
       "$HELM" template "$release" "$dir" --namespace "$namespace" --kube-version "$kube" \
-        "${args[@]}" >"$file"
+        --include-crds "${args[@]}" >"$file"
       rendered+=("$kube=$namespace=$file")
     done
   done < <(values_files "$chart")
@@ -253,6 +257,77 @@ def check_role(where, role, namespace):
         fail(where, "test.namespace is one the webhook never sees")
 
 
+AUDIT_RULES = [
+    {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["list"]},
+    {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "verbs": ["get", "create", "patch", "update"]},
+]
+
+
+def is_audit(doc):
+    return (doc["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "audit"
+
+
+def check_audit_rbac(where, doc, docs, namespace):
+    """The scheduled audit's ClusterRole and binding: the only RBAC granted cluster-wide,
+    exactly listing StatefulSets and writing PolicyReports, bound to the audit's own
+    ServiceAccount (never the webhook's)."""
+    if not is_audit(doc):
+        fail(where, "the charts grant nothing cluster-wide but the audit's ClusterRole")
+        return
+    if doc["kind"] == "ClusterRole":
+        if doc.get("rules") != AUDIT_RULES or doc.get("aggregationRule"):
+            fail(where, f"rules must be exactly {AUDIT_RULES}, not {doc.get('rules')}")
+        return
+    role = doc.get("roleRef", {})
+    audit_roles = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole" and is_audit(d)}
+    if role.get("kind") != "ClusterRole" or role.get("name") not in audit_roles:
+        fail(where, f"binds {role}, not the audit's ClusterRole")
+    accounts = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs
+                if d["kind"] == "ServiceAccount" and is_audit(d)}
+    for subject in doc.get("subjects", []):
+        if subject.get("kind") != "ServiceAccount" or (subject.get("namespace"), subject.get("name")) not in accounts:
+            fail(where, f"subject {subject} is not the audit's own ServiceAccount")
+
+
+def check_audit_cronjob(where, cronjob, docs):
+    spec = cronjob["spec"]
+    if spec.get("concurrencyPolicy") != "Forbid":
+        fail(where, "concurrencyPolicy must be Forbid: two audits would write the same reports")
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    webhook_pod = deployment["spec"]["template"]["spec"]
+    if pod.get("serviceAccountName") == webhook_pod.get("serviceAccountName"):
+        fail(where, "the audit runs as the webhook's ServiceAccount")
+    if pod.get("securityContext", {}).get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        fail(where, "pod seccompProfile must be RuntimeDefault")
+    [c] = pod["containers"]
+    sc = c.get("securityContext", {})
+    if not (sc.get("readOnlyRootFilesystem") and sc.get("allowPrivilegeEscalation") is False
+            and sc.get("capabilities", {}).get("drop") == ["ALL"]
+            and (sc.get("runAsNonRoot") or pod.get("securityContext", {}).get("runAsNonRoot"))):
+        fail(where, "needs a read-only root fs, no privilege escalation, drop ALL, non-root")
+    server = webhook_pod["containers"][0]
+    if c["image"] != server["image"]:
+        fail(where, "the audit must run the server's image")
+    args = c.get("args", [])
+    if args[:3] != ["audit", "--all-namespaces", "--write-reports"]:
+        fail(where, f"args must start audit --all-namespaces --write-reports, not {args}")
+    if args[args.index("--config") + 1] != server["args"][server["args"].index("--config") + 1]:
+        fail(where, "--config differs from the server's")
+    mounts = lambda container: sorted((m["name"], m["mountPath"]) for m in container.get("volumeMounts", [])
+                                      if m["name"] != "tls")
+    if mounts(c) != mounts(server):
+        fail(where, f"the audit mounts {mounts(c)}, the server {mounts(server)}")
+    volumes = lambda p: {v["name"]: v for v in p.get("volumes", []) if v["name"] != "tls"}
+    if volumes(pod) != volumes(webhook_pod):
+        fail(where, "the audit's volumes differ from the server's")
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    cache = env.get("STSGUARD_CACHE_DIR")
+    if not any(m["mountPath"] == cache and "emptyDir" in volumes(pod).get(m["name"], {})
+               for m in c.get("volumeMounts", [])):
+        fail(where, f"STSGUARD_CACHE_DIR {cache} is not a writable emptyDir mount")
+
+
 def check_statefulset(where, sts, services):
     spec = sts["spec"]
     headless = services.get(spec["serviceName"])
@@ -321,16 +396,21 @@ for arg in sys.argv[1:]:
         elif doc["kind"] == "Role":
             check_role(where, doc, namespace)
         elif doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
-            fail(where, "the charts grant nothing cluster-wide")
-    # A helm test Pod must not look like a webhook pod to the Service, the PDB or
-    # the pods' anti-affinity (it would be sent reviews, or never be scheduled).
+            check_audit_rbac(where, doc, docs, namespace)
+        elif doc["kind"] == "CronJob":
+            check_audit_cronjob(where, doc, docs)
+    # A helm test Pod or an audit pod must not look like a webhook pod to the Service,
+    # the PDB or the pods' anti-affinity (it would be sent reviews, or never be scheduled).
     selectors = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "Deployment"]
     for doc in docs:
         annotations = doc["metadata"].get("annotations") or {}
+        labels = None
         if doc["kind"] == "Pod" and annotations.get("helm.sh/hook") == "test":
             labels = doc["metadata"].get("labels") or {}
-            if any(all(labels.get(k) == v for k, v in sel.items()) for sel in selectors):
-                fail(f"{name} Pod/{doc['metadata']['name']}", "the test Pod carries the webhook pods' selector labels")
+        elif doc["kind"] == "CronJob":
+            labels = doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"].get("labels") or {}
+        if labels is not None and any(all(labels.get(k) == v for k, v in sel.items()) for sel in selectors):
+            fail(f"{name} {doc['kind']}/{doc['metadata']['name']}", "its pods carry the webhook pods' selector labels")
     for cm, config in configs.items():
         for t in timeouts:
             if millis(config["requestTimeout"]) >= t * 1000:
@@ -383,6 +463,15 @@ if grep -q "kind: ResourceQuota" <<<"$unprioritised"; then
 fi
 echo "ResourceQuota: only with a system-* priorityClassName"
 
+step "the scheduled audit only when asked for"
+if "$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe \
+  --kube-version "${KUBE_VERSIONS[1]}" | grep -Eq "^kind: (CronJob|ClusterRole|ClusterRoleBinding)$"; then
+  die "the default values render the audit's CronJob or cluster-wide RBAC (audit.enabled defaults to false)"
+fi
+renders stsguard "  concurrencyPolicy: Forbid" --set audit.enabled=true
+renders stsguard '  schedule: "*/10 * * * *"' --set audit.enabled=true
+echo "audit: off by default, every 10 minutes when enabled"
+
 step "values the schema or the templates must reject"
 reject() {
   local chart=$1 expect=$2
@@ -412,6 +501,7 @@ reject stsguard "the webhook never sees" --set test.namespace=probe
 reject stsguard "do not apply to pods in the node's network" --set hostNetwork=true --set networkPolicy.enabled=true
 reject stsguard "must be at least replicaCount x 2 + 2" --set criticalPodsQuota.pods=3
 reject stsguard "Additional property" --set webhoook.timeoutSeconds=5
+reject stsguard "Additional property" --set audit.enable=true
 reject counter-app "podManagementPolicy" --set podManagementPolicy=Sequential
 reject counter-app "type" --set updateStrategy.type=Recreate
 reject counter-app "size" --set persistence.size=lots

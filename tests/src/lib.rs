@@ -29,6 +29,7 @@
 //! See `tests/README.md` for how to run the suite.
 
 pub mod admission;
+pub mod audit;
 pub mod cleanup;
 pub mod cluster;
 pub mod fixtures;

@@ -14,6 +14,9 @@
 //!                                        │
 //!                                        ▼
 //!                                  result::classify ──► compliant | would-mutate | would-deny | error
+//!                                        │ with --write-reports, once the run is complete
+//!                                        ▼
+//!                                  policy_report   one PolicyReport per namespace, server-side applied
 //! ```
 //!
 //! **What a CREATE of a stored object carries.** The object the API server
@@ -38,9 +41,10 @@
 //! is not complete. One object that cannot be evaluated is an `error` finding
 //! for that object and the audit goes on.
 //!
-//! Not yet: PolicyReports, a continuous audit in the chart, audit metrics.
+//! Not yet: audit metrics.
 
 mod list;
+pub mod policy_report;
 mod result;
 
 use std::ops::ControlFlow;
@@ -54,6 +58,7 @@ use crate::chain::{PolicySet, Selection};
 use crate::review::{self, ReviewRequest};
 
 pub use list::{ListError, Lister, Retry, Scope, describe_error};
+pub use policy_report::{PolicyReport, ReportError, Reports, Writer};
 pub use result::{Finding, classify};
 
 /// The user the audit's AdmissionRequests name: a policy that treats some users

@@ -61,9 +61,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Run the policy chain on the StatefulSets a cluster already has (from the
     /// kubeconfig or the pod's service account), each as a dry-run CREATE: per
-    /// object compliant, would-mutate, would-deny or error. Exits 0 when every
-    /// object is compliant, 1 when one is not, 2 when the audit could not list
-    /// them all (an incomplete report says INCOMPLETE).
+    /// object compliant, would-mutate, would-deny or error; with --write-reports
+    /// also a PolicyReport per namespace. Exits 0 when every object is compliant,
+    /// 1 (--findings-exit-code) when one is not, 2 when the audit could not list
+    /// them all (an incomplete report says INCOMPLETE) or write its reports.
     Audit(audit::AuditArgs),
     /// List the built-in policies, what they do, and their settings.
     Policies(policies::PoliciesArgs),

@@ -116,12 +116,24 @@ pub struct Lister {
     continue_token: Option<String>,
 }
 
+/// The label that keeps stsguard away from an object (the webhook's
+/// objectSelector): what the webhook never sees, the audit does not judge.
+pub const OPT_OUT_SELECTOR: &str = "stsguard.io/ignore!=true";
+
 impl Lister {
+    /// Lists what `selector` matches in `scope`, never objects labelled
+    /// `stsguard.io/ignore: "true"`.
     pub fn new(client: Client, scope: Scope, selector: Option<String>) -> Self {
+        let selector = match selector {
+            Some(selector) if !selector.trim().is_empty() => {
+                format!("{selector},{OPT_OUT_SELECTOR}")
+            }
+            _ => OPT_OUT_SELECTOR.to_string(),
+        };
         Self {
             client,
             scope,
-            selector,
+            selector: Some(selector),
             retry: Retry::default(),
             page_size: PAGE_SIZE,
             continue_token: None,
@@ -245,7 +257,7 @@ impl Lister {
 
 /// Whether trying again may help: the API server's 5xx and 429, and any failure
 /// to get an answer at all (refused, reset, timed out).
-fn is_transient(error: &kube::Error) -> bool {
+pub(super) fn is_transient(error: &kube::Error) -> bool {
     match error {
         kube::Error::Api(status) => status.code >= 500 || status.code == 429,
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
@@ -253,7 +265,7 @@ fn is_transient(error: &kube::Error) -> bool {
     }
 }
 
-fn describe_status(status: &kube::core::Status) -> String {
+pub(super) fn describe_status(status: &kube::core::Status) -> String {
     let reason = if status.reason.is_empty() {
         String::new()
     } else {
@@ -262,7 +274,7 @@ fn describe_status(status: &kube::core::Status) -> String {
     format!("{}{reason}: {}", status.code, status.message)
 }
 
-fn describe_kube_error(error: &kube::Error) -> String {
+pub(super) fn describe_kube_error(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) => describe_status(status),
         other => describe_error(other),

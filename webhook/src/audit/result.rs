@@ -137,7 +137,7 @@ pub fn classify(decision: &Decision) -> Finding {
 }
 
 /// Adds the `path` of each operation of `patch` not already in `paths`.
-fn add_paths(paths: &mut Vec<String>, patch: &Value) {
+pub(super) fn add_paths(paths: &mut Vec<String>, patch: &Value) {
     for path in patch
         .as_array()
         .into_iter()

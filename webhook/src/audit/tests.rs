@@ -100,20 +100,60 @@ pub(crate) enum Reply {
     Status(u16, &'static str, &'static str),
     /// No answer at all: the connection is refused.
     Refused,
+    /// 200 OK with this object (what a write returns).
+    Object(Value),
+}
+
+/// A request the mock API server saw.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub content_type: String,
+    pub body: Value,
+}
+
+/// A client whose API server answers `replies` in turn, and every request it
+/// saw, with its method and body.
+pub(crate) fn recording_api_server(replies: Vec<Reply>) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let client = mock(replies, move |request| log.lock().unwrap().push(request));
+    (client, seen)
 }
 
 /// A client whose API server answers `replies` in turn; the request URIs it
 /// saw are in the returned list.
 pub(crate) fn api_server(replies: Vec<Reply>) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
+    let client = mock(replies, move |request| {
+        log.lock().unwrap().push(request.uri)
+    });
+    (client, seen)
+}
+
+fn mock(replies: Vec<Reply>, log: impl Fn(Seen) + Send + 'static) -> kube::Client {
+    use http_body_util::BodyExt;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(async move {
         for reply in replies {
             let Some((request, send)) = handle.next_request().await else {
                 return;
             };
-            log.lock().unwrap().push(request.uri().to_string());
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            log(Seen {
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                content_type: parts
+                    .headers
+                    .get("content-type")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
+                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            });
             let (status, body) = match reply {
                 Reply::Page(items, token) => (
                     StatusCode::OK,
@@ -131,6 +171,7 @@ pub(crate) fn api_server(replies: Vec<Reply>) -> (kube::Client, Arc<Mutex<Vec<St
                         "status": "Failure", "message": message, "reason": reason, "code": code,
                     }),
                 ),
+                Reply::Object(object) => (StatusCode::OK, object),
                 Reply::Refused => {
                     send.send_error(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
                     continue;
@@ -144,7 +185,7 @@ pub(crate) fn api_server(replies: Vec<Reply>) -> (kube::Client, Arc<Mutex<Vec<St
             send.send_response(response);
         }
     });
-    (kube::Client::new(service, "default"), seen)
+    kube::Client::new(service, "default")
 }
 
 /// Runs the audit of `scope` on `client` with the built-ins; the evaluations in
@@ -179,8 +220,8 @@ async fn both_pages_are_audited_following_the_continue_token() {
     assert_eq!(
         *seen.lock().unwrap(),
         [
-            "/apis/apps/v1/namespaces/team-a/statefulsets?&limit=500",
-            "/apis/apps/v1/namespaces/team-a/statefulsets?&limit=500&continue=page-2",
+            "/apis/apps/v1/namespaces/team-a/statefulsets?&labelSelector=stsguard.io%2Fignore%21%3Dtrue&limit=500",
+            "/apis/apps/v1/namespaces/team-a/statefulsets?&labelSelector=stsguard.io%2Fignore%21%3Dtrue&limit=500&continue=page-2",
         ]
     );
     assert_eq!(

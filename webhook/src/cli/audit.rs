@@ -1,12 +1,17 @@
 //! `stsguard audit`: the policy chain on the StatefulSets a cluster already has
 //! (see [`crate::audit`]), one line or record per object, and an exit code for
-//! scripts: 0 when every object is compliant, 1 when one is not, 2 when the
-//! audit could not run or could not finish.
+//! scripts: 0 when every object is compliant, 1 when one is not (or
+//! `--findings-exit-code`), 2 when the audit could not run or could not finish.
 //!
 //! The output is written as the pages come in — a table row, a JSON line, a
 //! YAML list item per object — so tens of thousands of objects need no more
 //! memory than one page. A run that stopped early says `INCOMPLETE` (table) or
 //! `complete: false` with the error (JSON, YAML), and exits 2.
+//!
+//! With `--write-reports`, once the run is complete and printed, one
+//! PolicyReport per namespace is applied ([`crate::audit::policy_report`]); a
+//! run that is not complete writes none, and a report the API server refuses
+//! is an error (exit 2) after the results are printed.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -21,7 +26,7 @@ use serde_json::Value;
 
 use super::CacheArgs;
 use super::outcome::{DecisionReport, PolicyReport};
-use crate::audit::{self, Auditor, Evaluation, Finding, Lister, Scope};
+use crate::audit::{self, Auditor, Evaluation, Finding, Lister, Reports, Scope, Writer};
 use crate::chain::PolicySet;
 use crate::config::{Config, FailurePolicy, Mode};
 use crate::engine::Engine;
@@ -45,6 +50,8 @@ pub struct AuditArgs {
     )]
     all_namespaces: bool,
     /// Only the StatefulSets whose labels match this selector (`app=web,tier!=db`).
+    /// Those labelled `stsguard.io/ignore: "true"` are always skipped, as the
+    /// webhook skips them.
     #[arg(short = 'l', long, env = "STSGUARD_AUDIT_SELECTOR")]
     selector: Option<String>,
     /// What to print: a `table` (one line per object, then a summary), or one
@@ -53,6 +60,28 @@ pub struct AuditArgs {
     /// outcome, the warnings and the patch), as `json` or `yaml`.
     #[arg(short, long, env = "STSGUARD_AUDIT_OUTPUT", value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// After a complete run, write one `wgpolicyk8s.io/v1alpha2` PolicyReport
+    /// per namespace audited (`stsguard-audit`, replacing the previous run's),
+    /// with a result per object and policy. Needs the PolicyReport CRD and
+    /// `create, patch` on policyreports.wgpolicyk8s.io; not with --selector (a
+    /// report of some objects would replace the report of all). A run that does
+    /// not complete writes none.
+    #[arg(
+        long,
+        env = "STSGUARD_AUDIT_WRITE_REPORTS",
+        conflicts_with = "selector"
+    )]
+    write_reports: bool,
+    /// The exit code when an object is not compliant. A scheduled audit that
+    /// writes reports sets 0, so that findings (in the reports) do not fail its
+    /// Job; 2 (could not run) stays 2.
+    #[arg(
+        long,
+        env = "STSGUARD_AUDIT_FINDINGS_EXIT_CODE",
+        default_value_t = 1,
+        value_name = "CODE"
+    )]
+    findings_exit_code: u8,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -70,6 +99,8 @@ enum Verdict {
     Compliant,
     NotCompliant,
     Incomplete,
+    /// The audit ran, but its PolicyReports could not all be written.
+    ReportsFailed,
 }
 
 impl Verdict {
@@ -77,13 +108,15 @@ impl Verdict {
         match self {
             Self::Compliant => ExitCode::SUCCESS,
             Self::NotCompliant => ExitCode::from(1),
-            Self::Incomplete => ExitCode::from(2),
+            Self::Incomplete | Self::ReportsFailed => ExitCode::from(2),
         }
     }
 }
 
 pub fn run(args: AuditArgs) -> ExitCode {
+    let findings_exit_code = args.findings_exit_code;
     match start(args) {
+        Ok(Verdict::NotCompliant) => ExitCode::from(findings_exit_code),
         Ok(verdict) => verdict.exit_code(),
         Err(error) => {
             eprintln!("stsguard audit: {error:#}");
@@ -99,6 +132,8 @@ fn start(args: AuditArgs) -> anyhow::Result<Verdict> {
         all_namespaces,
         selector,
         output,
+        write_reports,
+        findings_exit_code: _, // `run` applies it
         cache,
     } = args;
     let config = Config::load_or_default(config.as_deref())?;
@@ -120,25 +155,35 @@ fn start(args: AuditArgs) -> anyhow::Result<Verdict> {
             (false, Some(namespace)) => Scope::Namespace(namespace),
             (false, None) => Scope::Namespace(client.default_namespace().to_string()),
         };
+        let writer = write_reports.then(|| Writer::new(client.clone()));
         let lister = Lister::new(client, scope, selector);
         let auditor = Auditor {
             policies: &policies,
             timeout: config.request_timeout,
         };
         let stdout = std::io::stdout();
-        report(lister, auditor, output, &mut stdout.lock()).await
+        report(lister, auditor, output, writer, &mut stdout.lock()).await
     })
 }
 
-/// Audits what `lister` lists and writes the report to `out` as it goes.
+/// Audits what `lister` lists and writes the report to `out` as it goes; then,
+/// with a `writer` and a complete run, the PolicyReports.
 async fn report(
     mut lister: Lister,
     auditor: Auditor<'_>,
     output: Output,
+    writer: Option<Writer>,
     out: &mut dyn Write,
 ) -> anyhow::Result<Verdict> {
     let started = Instant::now();
     let mut report = Report::new(output, auditor.policies, out);
+    if writer.is_some() {
+        let mut reports = Reports::new(report.digests.clone());
+        if let Scope::Namespace(namespace) = lister.scope() {
+            reports.expect(namespace);
+        }
+        report.policy_reports = Some(reports);
+    }
     let completion = audit::run(&mut lister, auditor, |evaluation| report.record(evaluation)).await;
     if completion.pages == 0
         && let Some(error) = completion.interrupted
@@ -147,7 +192,13 @@ async fn report(
         return Err(error.into());
     }
     let interrupted = completion.interrupted.as_ref().map(ToString::to_string);
-    report.finish(started.elapsed(), interrupted.as_deref())?;
+    let finished = report.finish(started.elapsed(), interrupted.as_deref());
+    if writer.is_some() && !completion.is_complete() {
+        eprintln!(
+            "stsguard audit: no PolicyReports written: the run did not complete, and a report of part of a namespace would replace the complete one"
+        );
+    }
+    finished?;
     if let Some(error) = interrupted {
         eprintln!(
             "stsguard audit: INCOMPLETE: stopped after {} StatefulSets: {error}",
@@ -159,11 +210,56 @@ async fn report(
         // Only a failed write stops the run, and `finish` reported that.
         return Ok(Verdict::Incomplete);
     }
+    if let (Some(writer), Some(reports)) = (writer, report.policy_reports.take())
+        && !write_reports(&writer, reports).await
+    {
+        return Ok(Verdict::ReportsFailed);
+    }
     Ok(if report.counts.not_compliant() == 0 {
         Verdict::Compliant
     } else {
         Verdict::NotCompliant
     })
+}
+
+/// Applies every report, saying on stderr what was written and what was not;
+/// whether all were.
+async fn write_reports(writer: &Writer, reports: Reports) -> bool {
+    let reports = reports.into_reports();
+    let mut written = Vec::new();
+    let mut failed = 0;
+    for report in &reports {
+        match writer.apply(report).await {
+            Ok(()) => written.push(report.namespace()),
+            Err(error) => {
+                failed += 1;
+                eprintln!("stsguard audit: {error}");
+                if error.applies_to_all() {
+                    break;
+                }
+            }
+        }
+    }
+    let all = failed == 0 && written.len() == reports.len();
+    if !written.is_empty() || !all {
+        eprintln!(
+            "stsguard audit: wrote {} of {} PolicyReports ({} in {}){}",
+            written.len(),
+            reports.len(),
+            audit::policy_report::NAME,
+            if written.is_empty() {
+                "no namespace".to_string()
+            } else {
+                written.join(", ")
+            },
+            if all {
+                ""
+            } else {
+                "; the audit's results are above"
+            },
+        );
+    }
+    all
 }
 
 /// Objects by finding.
@@ -276,6 +372,8 @@ struct Report<'a> {
     out: &'a mut dyn Write,
     opened: bool,
     counts: Counts,
+    /// With --write-reports: the results by namespace, until the run ends.
+    policy_reports: Option<Reports>,
     /// The first write that failed: the run stops there.
     write_error: Option<std::io::Error>,
 }
@@ -310,12 +408,16 @@ impl<'a> Report<'a> {
             out,
             opened: false,
             counts: Counts::default(),
+            policy_reports: None,
             write_error: None,
         }
     }
 
     fn record(&mut self, evaluation: Evaluation) -> ControlFlow<()> {
         self.counts.add(&evaluation.finding);
+        if let Some(reports) = &mut self.policy_reports {
+            reports.add(&evaluation);
+        }
         match self.write_record(&evaluation) {
             Ok(()) => ControlFlow::Continue(()),
             Err(error) => {

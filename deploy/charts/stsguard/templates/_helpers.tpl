@@ -185,3 +185,23 @@ when they change.
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/*
+The scheduled audit's name (CronJob, ServiceAccount, ClusterRole and binding) and
+its labels: not the webhook pods' selector labels, so that the Service, the
+PodDisruptionBudget, the NetworkPolicy and the anti-affinity never take an audit
+pod for a webhook pod.
+*/}}
+{{- define "stsguard.auditName" -}}
+{{- printf "%s-audit" (include "stsguard.fullname" .) }}
+{{- end }}
+
+{{- define "stsguard.auditLabels" -}}
+helm.sh/chart: {{ include "stsguard.chart" . }}
+app.kubernetes.io/name: {{ include "stsguard.name" . }}-audit
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: audit
+app.kubernetes.io/part-of: stsguard
+{{- end }}

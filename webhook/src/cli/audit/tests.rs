@@ -4,7 +4,10 @@
 use serde_json::Value;
 
 use super::*;
-use crate::audit::tests::{FAST, Reply, api_server, auditor, builtins, compliant, lab, no_claims};
+use crate::audit::tests::{
+    FAST, Reply, Seen, api_server, auditor, builtins, compliant, lab, no_claims,
+    recording_api_server,
+};
 
 /// The audit of namespace `team-a` on an API server answering `replies`: the
 /// verdict (or error) and what was printed.
@@ -12,7 +15,7 @@ async fn audit(replies: Vec<Reply>, output: Output) -> (anyhow::Result<Verdict>,
     let (client, _) = api_server(replies);
     let lister = Lister::new(client, Scope::Namespace("team-a".into()), None).with_retry(FAST);
     let mut out = Vec::new();
-    let verdict = report(lister, auditor(builtins()), output, &mut out).await;
+    let verdict = report(lister, auditor(builtins()), output, None, &mut out).await;
     (verdict, String::from_utf8(out).unwrap())
 }
 
@@ -219,4 +222,117 @@ async fn a_list_that_fails_at_once_is_an_error_without_a_report() {
         "{error}"
     );
     assert_eq!(text, "", "no report of nothing");
+}
+
+/// The audit of namespace `team-a` with `--write-reports`: the verdict, what
+/// was printed and every request the API server saw.
+async fn audit_writing(replies: Vec<Reply>, output: Output) -> (Verdict, String, Vec<Seen>) {
+    let (client, seen) = recording_api_server(replies);
+    let writer = Writer::new(client.clone()).with_retry(FAST);
+    let lister = Lister::new(client, Scope::Namespace("team-a".into()), None).with_retry(FAST);
+    let mut out = Vec::new();
+    let verdict = report(lister, auditor(builtins()), output, Some(writer), &mut out)
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    (verdict, String::from_utf8(out).unwrap(), seen)
+}
+
+fn patches(seen: &[Seen]) -> Vec<&Seen> {
+    seen.iter()
+        .filter(|request| request.method == "PATCH")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_complete_run_writes_the_namespace_report_after_the_results() {
+    let mut replies = three_kinds();
+    replies.push(Reply::Object(serde_json::json!({})));
+    let (verdict, text, seen) = audit_writing(replies, Output::Json).await;
+    assert_eq!(
+        verdict,
+        Verdict::NotCompliant,
+        "the exit code is the audit's"
+    );
+    let document: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(document["results"].as_array().unwrap().len(), 3);
+    let writes = patches(&seen);
+    assert_eq!(writes.len(), 1, "{seen:?}");
+    assert!(writes[0].uri.starts_with(
+        "/apis/wgpolicyk8s.io/v1alpha2/namespaces/team-a/policyreports/stsguard-audit?"
+    ));
+    let body = &writes[0].body;
+    assert_eq!(
+        body["summary"],
+        serde_json::json!({"pass": 4, "fail": 1, "warn": 4, "error": 0, "skip": 0})
+    );
+    let failing: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|result| result["result"] == "fail")
+        .map(|result| result["resources"][0]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failing, ["scratch"]);
+}
+
+#[tokio::test]
+async fn a_namespace_left_without_statefulsets_gets_an_empty_report() {
+    let replies = vec![
+        Reply::Page(vec![], ""),
+        Reply::Object(serde_json::json!({})),
+    ];
+    let (verdict, _, seen) = audit_writing(replies, Output::Table).await;
+    assert_eq!(verdict, Verdict::Compliant);
+    let writes = patches(&seen);
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].body["results"], Value::Array(vec![]));
+}
+
+#[tokio::test]
+async fn an_incomplete_run_writes_no_report() {
+    let replies = vec![
+        Reply::Page(vec![no_claims("team-a", "scratch")], "page-2"),
+        Reply::Refused,
+        Reply::Refused,
+        Reply::Refused,
+        Reply::Object(serde_json::json!({})),
+    ];
+    let (verdict, text, seen) = audit_writing(replies, Output::Table).await;
+    assert_eq!(verdict, Verdict::Incomplete);
+    assert!(text.contains("INCOMPLETE"), "{text}");
+    assert_eq!(
+        seen.len(),
+        4,
+        "the first page, three attempts at the second, no write: {seen:?}"
+    );
+    assert!(patches(&seen).is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_report_exits_2_with_the_results_printed() {
+    let mut replies = three_kinds();
+    replies.push(Reply::Status(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    ));
+    let (verdict, table, _) = audit_writing(replies, Output::Table).await;
+    assert_eq!(verdict, Verdict::ReportsFailed);
+    assert_eq!(verdict.exit_code(), ExitCode::from(2));
+    assert_eq!(table.lines().count(), 5, "the results are printed: {table}");
+}
+
+#[test]
+fn reports_are_not_written_for_a_selection() {
+    use clap::Parser;
+    let error = crate::cli::Cli::try_parse_from([
+        "stsguard",
+        "audit",
+        "--write-reports",
+        "--selector",
+        "app=web",
+    ])
+    .unwrap_err();
+    assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
 }

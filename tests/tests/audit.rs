@@ -1,0 +1,158 @@
+//! `stsguard audit --write-reports` on the StatefulSets a namespace already has, and
+//! the PolicyReport it leaves. Needs no nodes: StatefulSets are only API objects here
+//! (replicas: 0). Runs the local `stsguard` binary (`STSGUARD_BIN`).
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::Api;
+use kube::api::DeleteParams;
+use serde_json::json;
+use stsguard_e2e::audit::{
+    audit_writing_reports, ensure_policy_report_crd, policy_report, report_results,
+};
+use stsguard_e2e::fixtures::{bare_statefulset, compliant_statefulset};
+use stsguard_e2e::scenario::Policies;
+use stsguard_e2e::{Scenario, accepts};
+
+/// (object, policy, result) of a report, for comparing.
+fn results(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    rows.iter()
+        .map(|(object, policy, result)| {
+            (object.to_string(), policy.to_string(), result.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: see tests/README.md"]
+async fn audit_reports_what_the_policies_would_do_and_forgets_what_is_gone() -> anyhow::Result<()> {
+    // Objects stsguard did not see when they were created, like those of a cluster
+    // that had them before the webhook was installed.
+    let s = Scenario::start_unregistered("audit", Policies::Enforce).await?;
+    let client = s.client();
+    ensure_policy_report_crd(&client).await?;
+    let web = s.create_before_webhook(&bare_statefulset()).await?;
+    // With stsguard installed, `web` was created with the opt-out label so that the
+    // webhook left it alone; the audit skips opted-out objects as the webhook does, so
+    // the label comes off again (an UPDATE that changes nothing stsguard would fix).
+    accepts(s.patch("web", json!({}))).await?;
+    let compliant = accepts(s.create(&compliant_statefulset())).await?;
+
+    let first = audit_writing_reports(&s.namespace)?;
+    assert_eq!(
+        first.code,
+        Some(1),
+        "one is not compliant: {}",
+        first.stderr
+    );
+    assert_eq!(first.document["complete"], true);
+    let mut findings = first.findings();
+    findings.sort();
+    assert_eq!(
+        findings,
+        [
+            ("compliant".to_string(), "compliant".to_string()),
+            ("web".to_string(), "would-mutate".to_string())
+        ]
+    );
+    let paths = &first.record("web").expect("web is audited")["paths"];
+    assert!(
+        paths
+            .as_array()
+            .is_some_and(|paths| paths.contains(&json!("/spec/podManagementPolicy"))),
+        "{paths}"
+    );
+
+    let report = policy_report(&client, &s.namespace)
+        .await?
+        .expect("the audit wrote the namespace's PolicyReport");
+    assert_eq!(
+        report["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "stsguard"
+    );
+    let mut rows = report_results(&report);
+    rows.sort();
+    assert_eq!(
+        rows,
+        results(&[
+            ("compliant", "parallel", "pass"),
+            ("compliant", "probes", "pass"),
+            ("compliant", "volume-claims", "pass"),
+            ("web", "parallel", "warn"),
+            ("web", "probes", "warn"),
+            ("web", "volume-claims", "pass"),
+        ])
+    );
+    assert_eq!(
+        report["summary"],
+        json!({"pass": 4, "fail": 0, "warn": 2, "error": 0, "skip": 0})
+    );
+    for result in report["results"].as_array().unwrap() {
+        assert_eq!(result["source"], "stsguard");
+        assert_eq!(
+            result["properties"]["sha256"].as_str().map(str::len),
+            Some(64)
+        );
+        let object = &result["resources"][0];
+        let uid = match object["name"].as_str() {
+            Some("web") => web.object.metadata.uid.clone(),
+            _ => compliant.object.metadata.uid.clone(),
+        };
+        assert_eq!(object["uid"].as_str(), uid.as_deref(), "{result}");
+        assert_eq!(
+            (&object["apiVersion"], &object["kind"]),
+            (&json!("apps/v1"), &json!("StatefulSet"))
+        );
+    }
+
+    // Fix `web` (probes, and the annotation that keeps OrderedReady: the field itself
+    // cannot change), delete `compliant`.
+    let probes = &compliant_statefulset()["spec"]["template"]["spec"]["containers"][0];
+    accepts(s.patch(
+        "web",
+        json!({
+            "metadata": {"annotations": {"parallel.stsguard.io/ordered": "true"}},
+            "spec": {"template": {"spec": {"containers": [{
+                "name": "counter-app",
+                "readinessProbe": probes["readinessProbe"],
+                "livenessProbe": probes["livenessProbe"],
+            }]}}},
+        }),
+    ))
+    .await?;
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &s.namespace);
+    statefulsets
+        .delete("compliant", &DeleteParams::default())
+        .await?;
+    for _ in 0..100 {
+        if statefulsets.get_opt("compliant").await?.is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let second = audit_writing_reports(&s.namespace)?;
+    assert_eq!(second.code, Some(0), "all compliant now: {}", second.stderr);
+    assert_eq!(
+        second.findings(),
+        [("web".to_string(), "compliant".to_string())]
+    );
+    let report = policy_report(&client, &s.namespace)
+        .await?
+        .expect("the report is still there");
+    let mut rows = report_results(&report);
+    rows.sort();
+    assert_eq!(
+        rows,
+        results(&[
+            ("web", "parallel", "pass"),
+            ("web", "probes", "pass"),
+            ("web", "volume-claims", "pass"),
+        ]),
+        "the deleted object's and the fixed warnings' results are gone"
+    );
+    assert_eq!(
+        report["summary"],
+        json!({"pass": 3, "fail": 0, "warn": 0, "error": 0, "skip": 0})
+    );
+    Ok(())
+}
