@@ -9,7 +9,11 @@
 //! - `review/full-chain-on-<n>-threads`: the same on every core at once, per
 //!   review by the wall clock (what the machine sustains);
 //! - `policy/<name>`: one built-in policy's evaluation in a fresh instance;
-//! - `host/parse-review`: the host's JSON parse alone.
+//! - `host/parse-review`: the host's JSON parse alone;
+//! - `audit/object`: one stored StatefulSet audited (stripped to what a CREATE
+//!   carries, decided by the default chain, classified);
+//! - `audit/list-page-500`: decoding one page of a list of 500 such objects, the
+//!   host's share of reading them from the API server.
 //!
 //! Run: `cargo bench -p stsguard-webhook --bench chain`.
 
@@ -17,12 +21,12 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use stsguard_webhook::admission;
 use stsguard_webhook::chain::{PolicySet, Selection};
 use stsguard_webhook::config::Config;
 use stsguard_webhook::engine::{Engine, EngineOptions};
 use stsguard_webhook::review::parse as parse_review;
 use stsguard_webhook::testing;
+use stsguard_webhook::{admission, audit};
 
 /// The allocator the `stsguard` binary uses (see `src/main.rs`).
 #[global_allocator]
@@ -129,6 +133,31 @@ fn benchmarks(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // A StatefulSet as the API server stores it (status, managedFields, uid, ...).
+    let stored =
+        serde_json::from_str::<serde_json::Value>(UPDATE_REQUEST).unwrap()["oldObject"].clone();
+    assert!(stored["status"].is_object() && stored["metadata"]["managedFields"].is_array());
+    let auditor = audit::Auditor {
+        policies: &policies,
+        timeout: Duration::from_secs(10),
+    };
+    c.bench_function("audit/object", |b| {
+        b.iter(|| {
+            let evaluation = auditor.evaluate(audit::Target::from_item(stored.clone()), 0);
+            black_box(evaluation.finding)
+        })
+    });
+    let page = serde_json::json!({
+        "kind": "StatefulSetList",
+        "apiVersion": "apps/v1",
+        "metadata": {"continue": "next"},
+        "items": vec![stored.clone(); 500],
+    })
+    .to_string();
+    c.bench_function("audit/list-page-500", |b| {
+        b.iter(|| black_box(serde_json::from_str::<serde_json::Value>(&page).unwrap()))
+    });
+
     c.bench_function("host/parse-review", |b| {
         b.iter(|| parse_review(black_box(review)).unwrap())
     });
