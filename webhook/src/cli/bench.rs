@@ -65,6 +65,21 @@ pub struct BenchArgs {
     /// Use HTTP/1.1 (a connection per worker) instead of HTTP/2.
     #[arg(long, env = "STSGUARD_BENCH_HTTP1")]
     http1: bool,
+    /// Also load this path of the same server during the warm-up and the
+    /// measurement (e.g. `/mutate/looper`, the route of a policy that
+    /// misbehaves), from --beside-concurrency workers on connections of their
+    /// own, and report it apart: what the measured route keeps while another
+    /// policy loops, traps or times out.
+    #[arg(long, env = "STSGUARD_BENCH_BESIDE")]
+    beside: Option<String>,
+    /// Workers (reviews in flight) loading --beside.
+    #[arg(
+        long,
+        env = "STSGUARD_BENCH_BESIDE_CONCURRENCY",
+        default_value_t = 4,
+        requires = "beside"
+    )]
+    beside_concurrency: usize,
     /// Report this process's resident memory and CPU time per review (the server's
     /// PID, with --url).
     #[arg(long, env = "STSGUARD_BENCH_SERVER_PID")]
@@ -101,11 +116,16 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         warmup,
         rate,
         http1,
+        beside,
+        beside_concurrency,
         server_pid,
         cache,
     } = args;
-    if concurrency == 0 || connections == 0 {
-        bail!("--concurrency and --connections must be at least 1");
+    if concurrency == 0 || connections == 0 || beside_concurrency == 0 {
+        bail!("--concurrency, --connections and --beside-concurrency must be at least 1");
+    }
+    if let Some(path) = beside.as_deref().filter(|path| !path.starts_with('/')) {
+        bail!("--beside takes a path of the same server, e.g. /mutate/looper (not {path:?})");
     }
     let body = match &review {
         Some(path) => {
@@ -153,9 +173,35 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     for _ in 0..senders {
         connections_made.push(connect(&target, tls_config.clone(), http1).await?);
     }
+    let main_route = Route {
+        host: target.host.clone(),
+        path: target.path.clone(),
+    };
+    let beside_route = beside.map(|path| Route {
+        host: target.host.clone(),
+        path,
+    });
+    let mut beside_connections = Vec::new();
+    if beside_route.is_some() {
+        for _ in 0..if http1 { beside_concurrency } else { 1 } {
+            beside_connections.push(connect(&target, tls_config.clone(), http1).await?);
+        }
+    }
+    let main_load = Load {
+        senders: &connections_made,
+        route: &main_route,
+        concurrency,
+        rate,
+    };
+    let beside_load = beside_route.as_ref().map(|route| Load {
+        senders: &beside_connections,
+        route,
+        concurrency: beside_concurrency,
+        rate: None,
+    });
 
     // Warm up, then measure.
-    let warm = run_workers(&connections_made, &target, &body, concurrency, warmup, rate).await;
+    let (warm, _) = load(&main_load, beside_load.as_ref(), &body, warmup).await;
     if warm.ok == 0 {
         bail!(
             "no review succeeded during the warm-up: {}",
@@ -164,21 +210,22 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let pid = server_pid.map_or_else(|| "self".to_string(), |pid| pid.to_string());
     let cpu_before = cpu_seconds(&pid);
-    let measured = run_workers(
-        &connections_made,
-        &target,
-        &body,
-        concurrency,
-        duration,
-        rate,
-    )
-    .await;
+    let (measured, beside) = load(&main_load, beside_load.as_ref(), &body, duration).await;
     let cpu = cpu_before
         .zip(cpu_seconds(&pid))
         .map(|(before, after)| after - before);
-    report(&measured, duration, server_pid, cpu);
-    if let Some(error) = measured.first_error {
+    let answered = measured.ok + beside.as_ref().map_or(0, |tally| tally.ok);
+    report(&measured, duration);
+    report_resources(answered, duration, server_pid, cpu, beside.is_some());
+    if let Some(error) = &measured.first_error {
         eprintln!("first error: {error}");
+    }
+    if let (Some(tally), Some(route)) = (&beside, &beside_route) {
+        println!(
+            "beside:     {} ({beside_concurrency} in flight, closed loop)",
+            route.path
+        );
+        report(tally, duration);
     }
     Ok(())
 }
@@ -302,9 +349,53 @@ struct Tally {
     first_error: Option<String>,
 }
 
+/// Where one load goes on the server.
+struct Route {
+    host: String,
+    path: String,
+}
+
+/// One load: its connections, route, workers and rate (`None`: closed loop).
+struct Load<'a> {
+    senders: &'a [Sender],
+    route: &'a Route,
+    concurrency: usize,
+    rate: Option<f64>,
+}
+
+impl Load<'_> {
+    async fn run(&self, body: &Bytes, duration: Duration) -> Tally {
+        run_workers(
+            self.senders,
+            self.route,
+            body,
+            self.concurrency,
+            duration,
+            self.rate,
+        )
+        .await
+    }
+}
+
+/// The route under test and the one beside it (if any), at the same time.
+async fn load(
+    main: &Load<'_>,
+    beside: Option<&Load<'_>>,
+    body: &Bytes,
+    duration: Duration,
+) -> (Tally, Option<Tally>) {
+    let beside = async {
+        match beside {
+            Some(beside) => Some(beside.run(body, duration).await),
+            None => None,
+        }
+    };
+    tokio::join!(main.run(body, duration), beside)
+}
+
 async fn run_workers(
     senders: &[Sender],
-    target: &Target,
+    target: &Route,
     body: &Bytes,
     concurrency: usize,
     duration: Duration,
@@ -396,7 +487,8 @@ async fn send(sender: &Sender, request: Request<Full<Bytes>>) -> Result<(), Stri
     Ok(())
 }
 
-fn report(tally: &Tally, duration: Duration, server_pid: Option<u32>, cpu: Option<f64>) {
+/// Answers, throughput and latency of one route.
+fn report(tally: &Tally, duration: Duration) {
     let mut latencies = tally.latencies_us.clone();
     latencies.sort_unstable();
     let percentile = |p: f64| -> f64 {
@@ -422,6 +514,16 @@ fn report(tally: &Tally, duration: Duration, server_pid: Option<u32>, cpu: Optio
         percentile(0.999),
         latencies.last().copied().unwrap_or(0) as f64 / 1000.0
     );
+}
+
+/// The server's memory and its CPU time per review answered (on every route).
+fn report_resources(
+    answered: u64,
+    duration: Duration,
+    server_pid: Option<u32>,
+    cpu: Option<f64>,
+    routes: bool,
+) {
     let pid = server_pid.map_or_else(|| "self".to_string(), |pid| pid.to_string());
     if let Some(rss) = crate::metrics::resident_bytes(&pid) {
         let whose = if server_pid.is_some() {
@@ -434,15 +536,16 @@ fn report(tally: &Tally, duration: Duration, server_pid: Option<u32>, cpu: Optio
             rss as f64 / (1024.0 * 1024.0)
         );
     }
-    if let Some(cpu) = cpu.filter(|_| tally.ok > 0) {
+    if let Some(cpu) = cpu.filter(|_| answered > 0) {
         let whose = if server_pid.is_some() {
             "server"
         } else {
             "this process (server and client)"
         };
         println!(
-            "cpu:        {whose} {:.0} µs per review ({:.2} cores busy)",
-            cpu * 1e6 / tally.ok as f64,
+            "cpu:        {whose} {:.0} µs per review{} ({:.2} cores busy)",
+            cpu * 1e6 / answered as f64,
+            if routes { " of both routes" } else { "" },
             cpu / duration.as_secs_f64()
         );
     }
