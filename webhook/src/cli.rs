@@ -9,6 +9,7 @@ mod build;
 mod compile;
 mod eval;
 mod inspect;
+mod log_output;
 mod manifests;
 mod new;
 mod outcome;
@@ -173,7 +174,9 @@ impl CacheArgs {
 
 impl Cli {
     /// Installs the log subscriber. Wasmtime and Cranelift are quiet unless asked.
-    pub fn init_tracing(&self) {
+    /// Keep what it returns until the process ends: dropping it writes out the
+    /// lines still queued (see `log_output`).
+    pub fn init_tracing(&self) -> log_output::FlushOnDrop {
         let default = match self.command {
             Command::Serve(_) => "info",
             Command::New(_) | Command::Build(_) => "warn",
@@ -196,13 +199,20 @@ impl Cli {
             eprintln!("stsguard: ignoring the log filter `{log}`: {error}");
             tracing_subscriber::EnvFilter::new(default)
         });
+        let (output, flush) = log_output::LogOutput::start(std::io::stderr());
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr);
+            .with_writer(output);
         match self.log_format {
             LogFormat::Text => builder.init(),
-            LogFormat::Json => builder.json().flatten_event(true).init(),
+            // The review's span once (`span`), not again as a list of one (`spans`).
+            LogFormat::Json => builder
+                .json()
+                .flatten_event(true)
+                .with_span_list(false)
+                .init(),
         }
+        flush
     }
 
     /// Runs the command; the exit code says how it went.

@@ -19,6 +19,6 @@ fn main() -> ExitCode {
         .install_default()
         .expect("no other TLS crypto provider is installed before main");
     let cli = Cli::parse();
-    cli.init_tracing();
+    let _flush_logs = cli.init_tracing();
     cli.run()
 }
