@@ -1,5 +1,6 @@
-//! Paths the tests of this crate share: the test-only policies the build script
-//! compiled, and a compilation cache so each component compiles once per build.
+//! What the tests of this crate share: the test-only policies the build script
+//! compiled, a compilation cache so each component compiles once per build, and
+//! one engine using it.
 
 use std::path::PathBuf;
 
@@ -11,4 +12,16 @@ pub fn scripted_policy() -> PathBuf {
 /// A compilation cache under the target directory, shared by test runs.
 pub fn cache_dir() -> PathBuf {
     PathBuf::from(env!("STSGUARD_TEST_POLICY_DIR")).join("cache")
+}
+
+/// One engine per test process, with the shared compilation cache.
+pub fn engine() -> &'static crate::engine::Engine {
+    static ENGINE: std::sync::OnceLock<crate::engine::Engine> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(|| {
+        crate::engine::Engine::new(&crate::engine::EngineOptions {
+            cache_dir: Some(cache_dir()),
+            ..crate::engine::EngineOptions::default()
+        })
+        .expect("the test engine starts")
+    })
 }

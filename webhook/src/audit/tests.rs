@@ -12,22 +12,11 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::Config;
-use crate::engine::{Engine, EngineOptions};
 
 const LAB: &str = include_str!("../../../deploy/examples/lab-statefulset.yaml");
 const NO_CLAIMS: &str = include_str!("../../../deploy/examples/no-volume-claim-templates.yaml");
 
-/// One engine for the tests of the audit, with the shared compilation cache.
-pub(crate) fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        Engine::new(&EngineOptions {
-            cache_dir: Some(crate::testing::cache_dir()),
-            ..EngineOptions::default()
-        })
-        .unwrap()
-    })
-}
+use crate::testing::engine;
 
 /// The built-in policies, loaded once.
 pub(crate) fn builtins() -> &'static PolicySet {

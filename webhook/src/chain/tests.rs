@@ -1,7 +1,7 @@
 //! The chain run through the real engine, with the scripted test policy
 //! (`policies/testing/scripted`) standing in for every kind of behaviour.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -13,17 +13,7 @@ use crate::config::Config;
 use crate::engine::{self, Engine, EngineOptions, EvalError};
 use crate::review::{self, ReviewRequest};
 
-/// One engine for all tests, with a cache so the scripted policy compiles once.
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        Engine::new(&EngineOptions {
-            cache_dir: Some(crate::testing::cache_dir()),
-            ..EngineOptions::default()
-        })
-        .unwrap()
-    })
-}
+use crate::testing::engine;
 
 fn chain(yaml: &str) -> PolicySet {
     chain_on(engine(), yaml)
