@@ -6,7 +6,8 @@
 #   stsguard serve --config stsguard.yaml
 #
 # then an AdmissionReview through the served policy: a lab StatefulSet must come
-# back with spec.minReadySeconds set. Python and JavaScript policies are then made
+# back with spec.minReadySeconds set. Each template's native unit tests run too
+# (cargo test, python3 -m unittest, npm test). Python and JavaScript policies are then made
 # to raise, loop and allocate without bound on some objects (see `misbehave`). Usage: check.sh [LANG ...] (default: all
 # three). STSGUARD names the binary; the toolchains must be on PATH (./dev test
 # installs them with toolchains.sh). CARGO_TARGET_DIR, when set, is where the
@@ -114,6 +115,16 @@ if objects["web"]["policies"][0]["result"] != "mutated":
 PY
 }
 
+# The template's own unit tests, in the language's usual runner (no wasm).
+native_tests() {
+  echo "== $1: the template's native unit tests" >&2
+  case $1 in
+    rust) CARGO_PROFILE_DEV_DEBUG=false cargo test --quiet >&2 ;;
+    python) python3 -m unittest >&2 ;;
+    javascript) npm test --silent >&2 ;;
+  esac
+}
+
 languages=("$@")
 [ ${#languages[@]} -gt 0 ] || languages=(rust python javascript)
 port=18900
@@ -125,6 +136,7 @@ for lang in "${languages[@]}"; do
   cd demo
   component=$("$stsguard" build)
   "$stsguard" test
+  native_tests "$lang"
   "$stsguard" serve --config stsguard.yaml --listen "127.0.0.1:$port" --tls-dir "$work/tls" \
     --drain-delay 0s --log warn 2>"$work/serve.log" &
   server=$!
