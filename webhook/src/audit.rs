@@ -165,14 +165,7 @@ impl Auditor<'_> {
             field_manager: None,
         };
         let request = request::admission_request(target.object.clone(), None, None, &who);
-        let review = json!({
-            "apiVersion": review::API_VERSION,
-            "kind": "AdmissionReview",
-            "request": request,
-        });
-        let parsed = serde_json::to_vec(&review)
-            .map_err(|error| error.to_string())
-            .and_then(|body| review::parse(&body).map_err(|error| error.message));
+        let parsed = review::parse_request(request).map_err(|error| error.message);
         let request = match parsed {
             Ok(request) => request,
             Err(message) => {

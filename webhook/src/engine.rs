@@ -430,6 +430,11 @@ fn call<R>(
     }
 }
 
+/// A digest as it is shown (logs, `inspect`, audit reports): lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The innermost cause: wasmtime's outer message is only "error while executing".
 fn root(error: &wasmtime::Error) -> String {
     error.root_cause().to_string()

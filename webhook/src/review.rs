@@ -63,6 +63,18 @@ pub struct InvalidReview {
     pub message: String,
 }
 
+/// Parses an AdmissionRequest made up for an object (the `request` member, as
+/// `stsguard_contract::request` shapes it): what `eval`, `test` and the audit
+/// decide, read exactly as a review from the API server would be.
+pub fn parse_request(request: serde_json::Value) -> Result<ReviewRequest, InvalidReview> {
+    let review = serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": "AdmissionReview",
+        "request": request,
+    });
+    parse(review.to_string().as_bytes())
+}
+
 /// Parses an AdmissionReview body.
 pub fn parse(body: &[u8]) -> Result<ReviewRequest, InvalidReview> {
     let invalid = |uid: &str, message: String| InvalidReview {

@@ -46,10 +46,7 @@ impl Policy {
     /// The sha256 of the module's bytes, in hex: which module ran, whatever its
     /// path or name (what `stsguard inspect` prints).
     pub fn digest(&self) -> String {
-        self.digest
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        engine::hex(&self.digest)
     }
 
     /// Its circuit breaker's state now.

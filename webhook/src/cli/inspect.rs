@@ -94,7 +94,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let inspection = Inspection {
         module: module.to_string(),
         size_bytes: bytes.len(),
-        sha256: hex(&Sha256::digest(&bytes)),
+        sha256: crate::engine::hex(&Sha256::digest(&bytes)),
         kind: anatomy.describe(),
         contract_version: anatomy.contract_version().map(str::to_string),
         served_contract: stsguard_contract::WIT_PACKAGE,
@@ -200,8 +200,4 @@ fn list(names: &[String]) -> String {
     } else {
         names.join(", ")
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -98,12 +98,7 @@ pub fn admission_request(
 
 /// Parses an AdmissionRequest (the `request` member) as the server would.
 pub fn parse_request(request: Value) -> anyhow::Result<ReviewRequest> {
-    let review = json!({
-        "apiVersion": review::API_VERSION,
-        "kind": "AdmissionReview",
-        "request": request,
-    });
-    review::parse(&serde_json::to_vec(&review)?).map_err(|e| anyhow::anyhow!(e.message))
+    review::parse_request(request).map_err(|e| anyhow::anyhow!(e.message))
 }
 
 /// Settings given on the command line: JSON or YAML text, or `@FILE`.
