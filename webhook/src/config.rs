@@ -228,17 +228,7 @@ impl Config {
         let mut names = HashSet::new();
         for policy in &self.policies {
             let name = &policy.name;
-            let well_formed = !name.is_empty()
-                && name.len() <= 63
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if !well_formed {
-                return Err(format!(
-                    "policy name `{name}` must be 1-63 characters of a-z, 0-9 and `-` \
-                     (it appears in URLs, metrics and warnings)"
-                ));
-            }
+            check_policy_name(name)?;
             if !names.insert(name.as_str()) {
                 return Err(format!(
                     "policy name `{name}` is used twice; names must be unique"
@@ -332,6 +322,24 @@ fn default_max_request_bytes() -> ByteSize {
 
 fn default_reload_interval() -> Duration {
     Duration::from_secs(2)
+}
+
+/// The rule for a policy's name: it appears in URLs (`/mutate/{name}`),
+/// metrics and warnings.
+pub fn check_policy_name(name: &str) -> Result<(), String> {
+    let well_formed = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!(
+            "policy name `{name}` must be 1-63 characters of a-z, 0-9 and `-` \
+             (it appears in URLs, metrics and warnings)"
+        ))
+    }
 }
 
 /// A policy name (a-z, 0-9, `-`, at most 63) made from a module file's name.

@@ -129,13 +129,10 @@ fn toml_name(text: &str) -> Option<String> {
 /// Checks a name for `stsguard new`: it becomes a package, a policy name (in
 /// URLs, metrics, warnings) and a file name.
 pub fn check_name(name: &str) -> anyhow::Result<()> {
-    let fits = !name.is_empty()
-        && name.len() <= 63
+    // The policy-name rule, and what cargo and npm add: a letter first, no `-` last.
+    let fits = crate::config::check_policy_name(name).is_ok()
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && !name.ends_with('-');
     if !fits {
         bail!(
             "`{name}` cannot name a policy: use 1-63 characters of a-z, 0-9 and `-`, starting \
