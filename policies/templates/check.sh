@@ -65,7 +65,7 @@ def _misbehave(request, settings):
     if name == "allocate":
         hog = []
         while True:
-            hog.append(bytearray(1 << 20))
+            hog.append(bytearray(16 << 20))
     return _original(request, settings)
 
 
@@ -81,7 +81,9 @@ policy.evaluateFn = (request, settings) => {
   if (name === "loop") for (;;) {}
   if (name === "allocate") {
     const hog = [];
-    for (;;) hog.push(new Array(1 << 20).fill(name));
+    // 16 MiB at a time: past the 64Mi limit in a few steps, well inside the
+    // 1 s deadline even on a loaded machine.
+    for (;;) hog.push(new ArrayBuffer(16 << 20));
   }
   return original(request, settings);
 };
