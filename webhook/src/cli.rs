@@ -1,4 +1,5 @@
-//! The `stsguard` command line: `serve`, `eval`, `audit`, `policies`, `compile`, `bench`.
+//! The `stsguard` command line: `serve`, `eval`, `audit`, `test`, `inspect`, `push`,
+//! `pull`, `new`, `build`, `policies`, `compile`, `bench`.
 //!
 //! Every flag can also come from an environment variable (named in `--help`), so
 //! the same binary is configured by flags on a laptop and by env in a Pod.
@@ -15,6 +16,7 @@ mod new;
 mod outcome;
 mod policies;
 mod project;
+mod registry;
 mod serve;
 mod smoke_test;
 mod test;
@@ -75,6 +77,12 @@ enum Command {
     /// any other WebAssembly (saying what it is and what is expected), 2 on an
     /// error.
     Inspect(inspect::InspectArgs),
+    /// Push a policy component to an OCI registry as a WebAssembly artifact
+    /// (the CNCF layout); prints the reference pinned to its digest.
+    Push(registry::PushArgs),
+    /// Pull a policy component from an OCI registry into a file; prints the
+    /// reference pinned to its digest.
+    Pull(registry::PullArgs),
     /// Run declarative test suites (tests.yaml) through the real engine: per
     /// case an object or request, and the verdict, warnings, patch or object
     /// expected. Exits 0 when every case passed, 1 when one failed, 2 when a
@@ -104,6 +112,8 @@ impl Command {
             Self::Audit(_) => "audit",
             Self::Inspect(_) => "inspect",
             Self::Test(_) => "test",
+            Self::Push(_) => "push",
+            Self::Pull(_) => "pull",
             Self::Policies(_) => "policies",
             Self::Compile(_) => "compile",
             Self::SmokeTest(_) => "smoke-test",
@@ -144,25 +154,24 @@ struct CacheArgs {
 }
 
 impl CacheArgs {
+    /// The cache folder, whether or not compiled policies are cached (pulled
+    /// artifacts always are: they are what a restart without the registry serves).
+    fn dir(&self) -> Option<PathBuf> {
+        self.cache_dir.clone().or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+                .map(|dir| dir.join("stsguard"))
+        })
+    }
+
     fn engine_options(self) -> EngineOptions {
+        let cache_dir = if self.no_cache { None } else { self.dir() };
         let CacheArgs {
-            cache_dir,
-            no_cache,
             cache_seed,
             portable_code,
+            ..
         } = self;
-        let cache_dir = if no_cache {
-            None
-        } else {
-            cache_dir.or_else(|| {
-                std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| {
-                        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache"))
-                    })
-                    .map(|dir| dir.join("stsguard"))
-            })
-        };
         EngineOptions {
             cache_dir,
             cache_seed,
@@ -179,7 +188,7 @@ impl Cli {
     pub fn init_tracing(&self) -> log_output::FlushOnDrop {
         let default = match self.command {
             Command::Serve(_) => "info",
-            Command::New(_) | Command::Build(_) => "warn",
+            Command::New(_) | Command::Build(_) | Command::Push(_) | Command::Pull(_) => "warn",
             Command::Compile(_) => "info",
             Command::SmokeTest(_) => "warn",
             // kube's client logs each failed connection as an error of its own;
@@ -229,6 +238,8 @@ impl Cli {
             Command::Audit(args) => Ok(audit::run(args)),
             Command::Inspect(args) => inspect::run(args),
             Command::Test(args) => test::run(args),
+            Command::Push(args) => done(registry::push(args)),
+            Command::Pull(args) => done(registry::pull(args)),
             Command::Policies(args) => done(policies::run(args)),
             Command::Compile(args) => done(compile::run(args)),
             Command::SmokeTest(args) => done(smoke_test::run(args)),

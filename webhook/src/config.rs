@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::builtin;
+use crate::registry::{self, OciReference};
 
 /// Everything the config file can say.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -120,6 +121,9 @@ pub enum ModuleSource {
     Builtin(String),
     /// A path to a `.wasm` component, relative to the config file's folder.
     File(PathBuf),
+    /// `oci://HOST[:PORT]/REPO:TAG` and/or `@sha256:DIGEST`: an artifact in a
+    /// registry, pulled when the policy set loads (see `registry`).
+    Oci(OciReference),
 }
 
 /// Whether a policy's verdict takes effect.
@@ -204,6 +208,10 @@ impl Config {
         let name = match &module {
             ModuleSource::Builtin(name) => name.clone(),
             ModuleSource::File(path) => policy_name_for(path),
+            // oci://registry/team/probes:v1 → probes
+            ModuleSource::Oci(reference) => {
+                policy_name_from(reference.repository.rsplit('/').next().unwrap_or_default())
+            }
         };
         let text = serde_json::json!({
             "policies": [{"name": name, "module": module.to_string(), "settings": settings}],
@@ -346,9 +354,15 @@ pub fn check_policy_name(name: &str) -> Result<(), String> {
 fn policy_name_for(path: &Path) -> String {
     let stem = path
         .file_stem()
-        .map(|stem| stem.to_string_lossy().to_ascii_lowercase())
+        .map(|stem| stem.to_string_lossy())
         .unwrap_or_default();
-    let name: String = stem
+    policy_name_from(&stem)
+}
+
+/// A policy name made from any text: lower-cased, other characters as `-`.
+fn policy_name_from(text: &str) -> String {
+    let name: String = text
+        .to_ascii_lowercase()
         .chars()
         .map(|c| {
             if c.is_ascii_lowercase() || c.is_ascii_digit() {
@@ -403,14 +417,25 @@ impl FromStr for ModuleSource {
         if let Some(name) = text.strip_prefix("builtin:") {
             return Ok(Self::Builtin(name.to_string()));
         }
+        if text.starts_with(registry::reference::SCHEME) {
+            return text
+                .parse()
+                .map(Self::Oci)
+                .map_err(|error| format!("module {error}"));
+        }
         if text.starts_with("https://") || text.starts_with("http://") {
             return Err(format!(
-                "module `{text}`: URLs are not supported; download the component, check its \
-                 digest, and give its file path"
+                "module `{text}`: plain URLs are not supported; push the component to an OCI \
+                 registry (`stsguard push FILE oci://HOST/REPO:TAG`) and name it with oci://, \
+                 or give its file path"
             ));
         }
         if text.is_empty() {
-            return Err("module must be `builtin:<name>` or a path to a .wasm component".into());
+            return Err(
+                "module must be `builtin:<name>`, `oci://HOST/REPO:TAG` or a path to a .wasm \
+                 component"
+                    .into(),
+            );
         }
         Ok(Self::File(PathBuf::from(text)))
     }
@@ -428,6 +453,7 @@ impl fmt::Display for ModuleSource {
         match self {
             Self::Builtin(name) => write!(f, "builtin:{name}"),
             Self::File(path) => write!(f, "{}", path.display()),
+            Self::Oci(reference) => write!(f, "{reference}"),
         }
     }
 }
@@ -616,7 +642,11 @@ policies:
             ),
             (
                 "policies: [{name: a, module: 'https://x/p.wasm'}]",
-                "URLs are not supported",
+                "plain URLs are not supported; push the component to an OCI registry",
+            ),
+            (
+                "policies: [{name: a, module: 'oci://registry.example.com/p'}]",
+                "module `oci://registry.example.com/p` is not an OCI reference: it has neither a tag nor a digest",
             ),
         ];
         for (text, expected) in cases {
@@ -644,6 +674,16 @@ policies:
             "{error}"
         );
         assert!(Config::single("x.wasm".parse().unwrap(), serde_json::json!([1])).is_err());
+        let error = "oci://127.0.0.1:5000/team/Max.Replicas-rule:v1"
+            .parse::<ModuleSource>()
+            .unwrap_err();
+        assert!(error.contains("not a repository name"), "{error}");
+        let pulled = Config::single(
+            "oci://127.0.0.1:5000/team/max.replicas:v1".parse().unwrap(),
+            empty_settings(),
+        )
+        .unwrap();
+        assert_eq!(pulled.policies[0].name, "max-replicas");
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub mod config;
 pub mod engine;
 mod evaluators;
 mod metrics;
+pub mod registry;
 mod reload;
 pub mod review;
 pub mod server;

@@ -62,6 +62,15 @@ pub struct PolicyLabels {
     pub policy: String,
 }
 
+/// Which module a policy runs: its source as pinned, and the module's sha256.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModuleLabels {
+    pub policy: String,
+    /// `builtin:NAME`, the file, or `oci://HOST/REPO:TAG@sha256:MANIFEST`.
+    pub source: String,
+    pub sha256: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EvaluationLabels {
     pub policy: String,
@@ -100,6 +109,7 @@ pub struct Metrics {
     findings: Family<FindingLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     circuits: Family<PolicyLabels, Gauge>,
+    modules: Family<ModuleLabels, Gauge>,
     pub policies_loaded: Gauge,
 }
 
@@ -173,6 +183,13 @@ impl Default for Metrics {
             "Each policy's circuit breaker: 0 closed, 1 half-open (testing), 2 open (not run)",
             circuits.clone(),
         );
+        let modules = Family::default();
+        ours.register(
+            "policy_module",
+            "1 for the module each served policy runs: its source (a registry reference pinned \
+             to the manifest digest) and the module's sha256",
+            modules.clone(),
+        );
         let policies_loaded = Gauge::default();
         ours.register(
             "policies_loaded",
@@ -200,6 +217,7 @@ impl Default for Metrics {
             findings,
             reloads,
             circuits,
+            modules,
             policies_loaded,
         }
     }
@@ -268,7 +286,22 @@ impl Metrics {
 
     /// The circuit state of every policy being served (0 closed, 1 half-open, 2
     /// open), read at each scrape; policies no longer served disappear.
-    pub fn record_circuits(&self, policies: &PolicySet) {
+    /// The served set's modules and circuit states, as of now (at each scrape).
+    pub fn record_policies(&self, policies: &PolicySet) {
+        self.modules.clear();
+        for policy in policies.policies() {
+            self.modules
+                .get_or_create(&ModuleLabels {
+                    policy: policy.name().to_string(),
+                    source: policy.source(),
+                    sha256: policy.digest(),
+                })
+                .set(1);
+        }
+        self.record_circuits(policies);
+    }
+
+    fn record_circuits(&self, policies: &PolicySet) {
         self.circuits.clear();
         for policy in policies.policies() {
             let state = match policy.circuit_state() {

@@ -9,6 +9,11 @@
 //! A new policy set is compiled and validated in the background; only a set that
 //! loads completely replaces the one being served. A broken change is logged and
 //! counted, the old set keeps serving, and the next change is tried again.
+//!
+//! Modules from registries (`oci://`) are pulled as part of each load. A tag is
+//! pinned to the digest it resolved to until the next load; besides config
+//! changes, the tags are asked where they point every `--tag-recheck-interval`,
+//! and a moved tag is a reload like a changed file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use tokio::sync::watch;
 use crate::chain::{LoadError, PolicySet};
 use crate::config::{Config, ModuleSource};
 use crate::engine::Engine;
+use crate::registry::{OciReference, Registry, RegistryError};
 use crate::server::{AppState, Served};
 use crate::tls::ReloadingCertificate;
 
@@ -97,13 +103,21 @@ pub(crate) fn policy_inputs(config_path: &Path, config: &Config) -> Vec<PathBuf>
     paths
 }
 
-/// Loads a config's policy set (slow on a compilation-cache miss) on a blocking
-/// thread.
-async fn load_served(engine: &Engine, config: &Config) -> Result<Served, FirstLoadError> {
+/// Pulls a config's `oci://` modules (in parallel), then loads its policy set
+/// (slow on a compilation-cache miss) on a blocking thread.
+async fn load_served(
+    engine: &Engine,
+    registry: &Registry,
+    config: &Config,
+) -> Result<Served, FirstLoadError> {
+    let pulled = registry
+        .pull_config(config)
+        .await
+        .map_err(FirstLoadError::Pull)?;
     let (engine, config) = (engine.clone(), config.clone());
     let loaded = tokio::task::spawn_blocking(move || {
         Ok::<_, LoadError>(Served {
-            policies: PolicySet::load(&engine, &config)?,
+            policies: PolicySet::load_pulled(&engine, &config, &pulled)?,
             request_timeout: config.request_timeout,
             max_request_bytes: config.max_request_bytes.0 as usize,
         })
@@ -119,6 +133,8 @@ async fn load_served(engine: &Engine, config: &Config) -> Result<Served, FirstLo
 /// Why the first policy set could not be served: the server stops with it.
 #[derive(Debug, thiserror::Error)]
 pub enum FirstLoadError {
+    #[error("could not pull a policy module: {0}")]
+    Pull(RegistryError),
     #[error("could not load the policies: {0}")]
     Load(LoadError),
     #[error("loading the policies failed: {0}")]
@@ -145,6 +161,10 @@ pub(crate) struct PolicySource {
     /// The versions of [`policy_inputs`] from before `config` and its modules
     /// were read.
     pub(crate) versions: FileVersions,
+    /// Pulls the `oci://` modules.
+    pub(crate) registry: Registry,
+    /// How often tags are asked where they point; `None`: never.
+    pub(crate) tag_recheck_interval: Option<Duration>,
 }
 
 /// Serves the policy set of `source` and keeps it current: the first load is
@@ -162,9 +182,11 @@ pub(crate) async fn serve_policies(
         path,
         mut config,
         mut versions,
+        registry,
+        tag_recheck_interval,
     } = source;
     let started = std::time::Instant::now();
-    match load_served(&engine, &config).await {
+    match load_served(&engine, &registry, &config).await {
         Ok(served) => {
             let count = served.policies.policies().len();
             state.serve(served);
@@ -180,43 +202,123 @@ pub(crate) async fn serve_policies(
             return;
         }
     }
-    let Some(path) = path else { return };
+    let has_tags = pinned_tags(&state).next().is_some();
+    let tag_recheck = tag_recheck_interval.filter(|_| has_tags || path.is_some());
+    if path.is_none() && tag_recheck.is_none() {
+        return;
+    }
     let mut ticker = tokio::time::interval(config.reload_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tag_ticker = tokio::time::interval(tag_recheck.unwrap_or(Duration::MAX / 4));
+    tag_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tag_ticker.tick().await; // the first tick is now: the tags were just resolved
     loop {
-        ticker.tick().await;
-        if !versions.changed() {
-            continue;
-        }
-        let new_config = match Config::load(&path) {
-            Ok(new_config) => new_config,
-            Err(error) => {
-                tracing::error!(%error, "the changed config was not applied; still serving the previous policies");
-                state.metrics.record_reload("policies", false);
-                continue;
+        let reason = tokio::select! {
+            _ = ticker.tick() => {
+                if !versions.changed() {
+                    continue;
+                }
+                "the config or a module file changed"
+            }
+            _ = tag_ticker.tick(), if tag_recheck.is_some() => {
+                if !tags_moved(&state, &registry).await {
+                    continue;
+                }
+                "a tag moved"
             }
         };
-        // The new config may name other module files: watch those from now on,
-        // recorded before the load below reads them.
-        versions.watch(policy_inputs(&path, &new_config));
+        let new_config = match &path {
+            None => config.clone(),
+            Some(path) => match Config::load(path) {
+                Ok(new_config) => new_config,
+                Err(error) => {
+                    tracing::error!(%error, "the changed config was not applied; still serving the previous policies");
+                    state.metrics.record_reload("policies", false);
+                    continue;
+                }
+            },
+        };
+        if let Some(path) = &path {
+            // The new config may name other module files: watch those from now
+            // on, recorded before the load below reads them.
+            versions.watch(policy_inputs(path, &new_config));
+        }
         if new_config.listen != config.listen || new_config.tls != config.tls {
             tracing::warn!("`listen` and `tls` changes take effect after a restart");
         }
         if new_config.reload_interval != config.reload_interval {
             ticker = tokio::time::interval(new_config.reload_interval);
         }
-        match load_served(&engine, &new_config).await {
+        match load_served(&engine, &registry, &new_config).await {
             Ok(served) => {
                 let count = served.policies.policies().len();
+                if let Some(previous) = state.current() {
+                    log_moved_tags(&previous.policies, &served.policies);
+                }
                 state.serve(served);
                 state.metrics.record_reload("policies", true);
-                tracing::info!(policies = count, config = %path.display(), "reloaded policies");
+                tracing::info!(policies = count, reason, "reloaded policies");
                 config = new_config;
             }
             Err(error) => {
-                tracing::error!(%error, "the changed policies were not applied; still serving the previous ones");
+                tracing::error!(%error, reason, "the changed policies were not applied; still serving the previous ones");
                 state.metrics.record_reload("policies", false);
             }
+        }
+    }
+}
+
+/// The served policies' `oci://` references that have a tag, as pinned.
+fn pinned_tags(state: &AppState) -> impl Iterator<Item = OciReference> + use<> {
+    let pinned: Vec<OciReference> = state
+        .current()
+        .map(|served| {
+            served
+                .policies
+                .policies()
+                .iter()
+                .filter_map(|policy| policy.pulled().filter(|r| r.tag.is_some()).cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    pinned.into_iter()
+}
+
+/// Whether any served tag points elsewhere now. A registry that cannot be asked
+/// moves nothing: the pinned digest keeps serving.
+async fn tags_moved(state: &AppState, registry: &Registry) -> bool {
+    let mut moved = false;
+    for pinned in pinned_tags(state) {
+        match registry.resolve_tag(&pinned).await {
+            Ok(digest) if Some(&digest) != pinned.digest.as_ref() => {
+                tracing::info!(reference = %pinned, now = %digest, "a policy's tag moved; reloading");
+                moved = true;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "could not check where a policy's tag points; still serving the pinned digest")
+            }
+        }
+    }
+    moved
+}
+
+/// One line per `oci://` policy whose module digest changed with a reload.
+fn log_moved_tags(previous: &PolicySet, next: &PolicySet) {
+    for policy in next.policies() {
+        let (Some(now), Some(before)) = (
+            policy.pulled(),
+            previous.get(policy.name()).and_then(|p| p.pulled()),
+        ) else {
+            continue;
+        };
+        if now.digest != before.digest {
+            tracing::info!(
+                policy = policy.name(),
+                from = %before,
+                to = %now,
+                "serving a new digest of the policy's module"
+            );
         }
     }
 }

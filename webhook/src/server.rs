@@ -437,7 +437,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
     match state.current() {
         Some(served) => {
-            format!("ready: {} policies\n", served.policies.policies().len()).into_response()
+            // The first line for people and probes; then which module each
+            // policy runs (a registry tag as the digest it was pinned to).
+            let policies = served.policies.policies();
+            let mut text = format!("ready: {} policies\n", policies.len());
+            for policy in policies {
+                text.push_str(&format!(
+                    "policy {} {} sha256:{}\n",
+                    policy.name(),
+                    policy.source(),
+                    policy.digest()
+                ));
+            }
+            text.into_response()
         }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -449,7 +461,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(served) = state.current() {
-        state.metrics.record_circuits(&served.policies);
+        state.metrics.record_policies(&served.policies);
     }
     (
         [(

@@ -15,6 +15,7 @@ use super::guard::{CircuitState, Guard};
 use crate::builtin;
 use crate::config::{Config, FailurePolicy, Mode, ModuleSource, PolicyConfig};
 use crate::engine::{self, CallContext, Engine, EvalError, Limits, Metadata, Module};
+use crate::registry::{OciReference, Pulled};
 
 /// One configured, loaded policy.
 #[derive(Debug)]
@@ -24,6 +25,9 @@ pub struct Policy {
     pub(super) module: Arc<Module>,
     /// sha256 of the module's bytes, as read (the file or the built-in).
     pub(super) digest: [u8; 32],
+    /// For a module from a registry: its reference pinned to the manifest
+    /// digest the set runs.
+    pub(super) pulled: Option<OciReference>,
     pub(super) settings: String,
     pub(super) limits: Limits,
     pub(super) guard: Guard,
@@ -47,6 +51,22 @@ impl Policy {
     /// path or name (what `stsguard inspect` prints).
     pub fn digest(&self) -> String {
         engine::hex(&self.digest)
+    }
+
+    /// Where the module came from, as it ran: the built-in or file as
+    /// configured, a registry artifact pinned to its manifest digest
+    /// (`oci://HOST/REPO:TAG@sha256:...`).
+    pub fn source(&self) -> String {
+        match &self.pulled {
+            Some(reference) => reference.to_string(),
+            None => self.config.module.to_string(),
+        }
+    }
+
+    /// The registry reference the module was pulled from, pinned to its
+    /// manifest digest; `None` for a built-in or file.
+    pub fn pulled(&self) -> Option<&OciReference> {
+        self.pulled.as_ref()
     }
 
     /// Its circuit breaker's state now.
@@ -74,6 +94,10 @@ pub struct PolicySet {
 /// (see the README, "Errors").
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    #[error(
+        "policy `{policy}`: its module {reference} was not pulled before the policy set loaded"
+    )]
+    NotPulled { policy: String, reference: String },
     #[error("policy `{policy}`: could not read its module {path}: {cause}")]
     ReadModule {
         policy: String,
@@ -100,14 +124,25 @@ pub enum LoadError {
 }
 
 impl PolicySet {
-    /// Loads every policy of `config`: reads and compiles each distinct module
-    /// once, checks each policy's settings with the policy itself.
+    /// Loads every policy of `config`, which names no `oci://` module: reads
+    /// and compiles each distinct module once, checks each policy's settings
+    /// with the policy itself.
     pub fn load(engine: &Engine, config: &Config) -> Result<Self, LoadError> {
+        Self::load_pulled(engine, config, &Pulled::default())
+    }
+
+    /// Loads `config` whose `oci://` modules are in `pulled` (see
+    /// [`crate::registry::Registry::pull_config`]).
+    pub fn load_pulled(
+        engine: &Engine,
+        config: &Config,
+        pulled: &Pulled,
+    ) -> Result<Self, LoadError> {
         let mut modules: HashMap<[u8; 32], Arc<Module>> = HashMap::new();
         let policies = config
             .policies
             .iter()
-            .map(|policy| Policy::load(engine, policy, &mut modules))
+            .map(|policy| Policy::load(engine, policy, pulled, &mut modules))
             .collect::<Result<_, _>>()?;
         Ok(Self { policies })
     }
@@ -157,6 +192,7 @@ impl Policy {
     fn load(
         engine: &Engine,
         config: &PolicyConfig,
+        pulled: &Pulled,
         modules: &mut HashMap<[u8; 32], Arc<Module>>,
     ) -> Result<Self, LoadError> {
         let name = config.name.clone();
@@ -167,7 +203,8 @@ impl Policy {
                 limit: config.memory_limit.to_string(),
             });
         }
-        let bytes: Cow<'static, [u8]> = match &config.module {
+        let mut pinned = None;
+        let bytes: Cow<'_, [u8]> = match &config.module {
             ModuleSource::Builtin(builtin) => builtin::module(builtin)
                 .expect("built-in names are checked when the config is parsed")
                 .into(),
@@ -178,7 +215,16 @@ impl Policy {
                     cause,
                 })?
                 .into(),
+            ModuleSource::Oci(reference) => {
+                let module = pulled.get(reference).ok_or_else(|| LoadError::NotPulled {
+                    policy: name.clone(),
+                    reference: reference.to_string(),
+                })?;
+                pinned = Some(module.resolved.clone());
+                Cow::Borrowed(&module.bytes[..])
+            }
         };
+        let module_name = pinned.as_ref().map_or(module_name, ToString::to_string);
         let digest: [u8; 32] = Sha256::digest(&bytes).into();
         let module = match modules.get(&digest) {
             Some(module) => module.clone(),
@@ -224,6 +270,7 @@ impl Policy {
             name,
             module,
             digest,
+            pulled: pinned,
             settings,
             limits,
             guard: Guard::new(config.max_concurrent.map(|n| n.get()), config.circuit),

@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use super::CacheArgs;
 use super::outcome::{DecisionReport, PolicyReport};
+use super::registry::{RegistryArgs, load_policies};
 use crate::audit::{self, Auditor, Evaluation, Finding, Lister, Reports, Scope, Writer};
 use crate::chain::PolicySet;
 use crate::config::{Config, FailurePolicy, Mode};
@@ -84,6 +85,8 @@ pub struct AuditArgs {
     findings_exit_code: u8,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -135,10 +138,12 @@ fn start(args: AuditArgs) -> anyhow::Result<Verdict> {
         write_reports,
         findings_exit_code: _, // `run` applies it
         cache,
+        registry,
     } = args;
     let config = Config::load_or_default(config.as_deref())?;
+    let registry = registry.registry(&cache)?;
     let engine = Engine::new(&cache.engine_options())?;
-    let policies = PolicySet::load(&engine, &config)?;
+    let policies = load_policies(&engine, &registry, &config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -29,6 +29,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::CacheArgs;
+use crate::registry::RegistryOptions;
 use crate::{server, tls};
 
 /// A realistic review: a course-lab StatefulSet as the API server sends it.
@@ -276,6 +277,8 @@ async fn in_process_server(cache: CacheArgs) -> anyhow::Result<Target> {
         timeouts: server::ConnectionTimeouts::default(),
         drain_delay: Duration::ZERO,
         metrics_listen: None,
+        registry: RegistryOptions::default(),
+        tag_recheck_interval: None,
     };
     // Serves until the process ends with the benchmark.
     let running = server::start(options, std::future::pending::<server::Stop>()).await?;

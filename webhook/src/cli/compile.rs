@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 
 use super::CacheArgs;
-use crate::chain::PolicySet;
+use super::registry::{RegistryArgs, load_policies};
 use crate::config::Config;
 use crate::engine::Engine;
 
@@ -24,18 +24,26 @@ pub struct CompileArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 pub fn run(args: CompileArgs) -> anyhow::Result<()> {
-    let CompileArgs { config, cache } = args;
+    let CompileArgs {
+        config,
+        cache,
+        registry,
+    } = args;
     let config = Config::load_or_default(config.as_deref())?;
+    let registry = registry.registry(&cache)?;
     let options = cache.engine_options();
     let Some(dir) = options.cache_dir.clone() else {
         bail!("`compile` fills a compilation cache: give --cache-dir (and not --no-cache)");
     };
     let started = Instant::now();
     let engine = Engine::new(&options)?;
-    let policies = PolicySet::load(&engine, &config).context("could not compile the policies")?;
+    let policies =
+        load_policies(&engine, &registry, &config).context("could not compile the policies")?;
     let names: Vec<&str> = policies.policies().iter().map(|p| p.name()).collect();
     println!(
         "compiled {} into {} in {} ms",

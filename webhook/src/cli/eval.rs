@@ -16,8 +16,9 @@ use anyhow::Context;
 use super::CacheArgs;
 use super::manifests::{self, admission_request, identity, parse_request, read_objects};
 use super::outcome::DecisionReport;
+use super::registry::{RegistryArgs, load_policies};
 use crate::admission;
-use crate::chain::{PolicySet, Selection};
+use crate::chain::Selection;
 use crate::config::{Config, ModuleSource};
 use crate::engine::Engine;
 use stsguard_contract::request::Requester;
@@ -27,8 +28,8 @@ pub struct EvalArgs {
     /// Config file with the policy chain [default: the built-in policies].
     #[arg(long, env = "STSGUARD_CONFIG", conflicts_with = "policy")]
     config: Option<PathBuf>,
-    /// Run this one policy instead of a chain: a `.wasm` component or
-    /// `builtin:NAME`. It is named after the file (`build/demo.wasm` → `demo`).
+    /// Run this one policy instead of a chain: a `.wasm` component,
+    /// `builtin:NAME` or `oci://HOST/REPO:TAG`. It is named after the file (`build/demo.wasm` → `demo`).
     #[arg(long, env = "STSGUARD_EVAL_POLICY")]
     policy: Option<ModuleSource>,
     /// Settings for --policy: JSON or YAML text, or `@FILE` [default: `{}`].
@@ -53,6 +54,8 @@ pub struct EvalArgs {
     manifests: Vec<PathBuf>,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,6 +75,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         output,
         manifests,
         cache,
+        registry,
     } = args;
     let config = match policy {
         Some(module) => {
@@ -93,8 +97,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             previous.insert(identity(&object), object);
         }
     }
+    let registry = registry.registry(&cache)?;
     let engine = Engine::new(&cache.engine_options())?;
-    let policies = PolicySet::load(&engine, &config)?;
+    let policies = load_policies(&engine, &registry, &config)?;
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

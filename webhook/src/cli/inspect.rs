@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::CacheArgs;
+use super::registry::RegistryArgs;
 use crate::builtin;
 use crate::config::ModuleSource;
 use crate::engine::anatomy::{self, Anatomy};
@@ -22,13 +23,16 @@ use crate::engine::{Engine, Metadata};
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// The component: a `.wasm` file or `builtin:NAME`.
+    /// The component: a `.wasm` file, `builtin:NAME`, or an
+    /// `oci://HOST/REPO:TAG` reference (pulled into the cache).
     module: ModuleSource,
     /// `text` for people, `json` for scripts.
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     output: Output,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,7 +69,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         module,
         output,
         cache,
+        registry,
     } = args;
+    let mut pinned = None;
     let bytes = match &module {
         ModuleSource::Builtin(name) => builtin::module(name)
             .with_context(|| {
@@ -77,6 +83,11 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             .to_vec(),
         ModuleSource::File(path) => {
             std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?
+        }
+        ModuleSource::Oci(reference) => {
+            let pulled = super::registry::pull_one(&registry.registry(&cache)?, reference)?;
+            pinned = Some(pulled.resolved.to_string());
+            pulled.bytes.to_vec()
         }
     };
     let anatomy = Anatomy::read(&bytes).map_err(|e| anyhow::anyhow!("{module}: {e}"))?;
@@ -92,7 +103,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let inspection = Inspection {
-        module: module.to_string(),
+        module: pinned.unwrap_or_else(|| module.to_string()),
         size_bytes: bytes.len(),
         sha256: crate::engine::hex(&Sha256::digest(&bytes)),
         kind: anatomy.describe(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::CacheArgs;
+use super::registry::RegistryArgs;
 use crate::config::ByteSize;
 use crate::server::{self, Certificate, ConnectionTimeouts, Stop};
 use crate::tls::CertificateFiles;
@@ -59,8 +60,15 @@ pub struct ServeArgs {
     /// port serves /metrics too.
     #[arg(long, env = "STSGUARD_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// How often the tags of `oci://` modules are asked where they point now
+    /// (a HEAD request per tag); a moved tag reloads the policies. `0s`: only
+    /// when the config changes.
+    #[arg(long, env = "STSGUARD_TAG_RECHECK_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    tag_recheck_interval: Duration,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -84,12 +92,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         guest_memory_budget,
         drain_delay,
         metrics_listen,
+        tag_recheck_interval,
         cache,
+        registry,
     } = args;
     let certificate = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => Certificate::Files(CertificateFiles { cert, key }),
         _ => Certificate::config_or_generated(tls_dir, tls_san),
     };
+    let registry = registry.options(&cache)?;
     let mut engine = cache.engine_options();
     if let Some(budget) = guest_memory_budget {
         engine.guest_memory_budget = budget.0;
@@ -104,6 +115,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         timeouts: ConnectionTimeouts::default(),
         drain_delay,
         metrics_listen,
+        registry,
+        tag_recheck_interval: Some(tag_recheck_interval).filter(|interval| !interval.is_zero()),
     };
     let running = server::start(options, termination()).await?;
     if let Some(generated) = running.generated() {

@@ -24,10 +24,12 @@ use serde_json::Value;
 use super::CacheArgs;
 use super::manifests::parse_request;
 use super::outcome::DecisionReport;
+use super::registry::{RegistryArgs, pull_blocking};
 use crate::admission;
 use crate::chain::{LoadError, PolicySet, Selection};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::registry::Registry;
 use suite::{Case, Suite};
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +44,8 @@ pub struct TestArgs {
     output: Output,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -87,13 +91,18 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         paths,
         output,
         cache,
+        registry,
     } = args;
     let mut files = Vec::new();
     for path in &paths {
         files.extend(discover(path)?);
     }
+    let registry = registry.registry(&cache)?;
     let engine = Engine::new(&cache.engine_options())?;
-    let results: Vec<SuiteResult> = files.iter().map(|file| run_suite(&engine, file)).collect();
+    let results: Vec<SuiteResult> = files
+        .iter()
+        .map(|file| run_suite(&engine, &registry, file))
+        .collect();
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -153,7 +162,7 @@ fn discover(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-fn run_suite(engine: &Engine, path: &Path) -> SuiteResult {
+fn run_suite(engine: &Engine, registry: &Registry, path: &Path) -> SuiteResult {
     let started = Instant::now();
     let result = |error, cases| SuiteResult {
         path: path.to_path_buf(),
@@ -165,7 +174,11 @@ fn run_suite(engine: &Engine, path: &Path) -> SuiteResult {
         Ok(suite) => suite,
         Err(error) => return result(Some(format!("{error:#}")), Vec::new()),
     };
-    let policies = match PolicySet::load(engine, &suite.config) {
+    let pulled = match pull_blocking(registry, &suite.config) {
+        Ok(pulled) => pulled,
+        Err(error) => return result(Some(format!("{}: {error:#}", path.display())), Vec::new()),
+    };
+    let policies = match PolicySet::load_pulled(engine, &suite.config, &pulled) {
         Ok(policies) => policies,
         Err(error) => {
             return result(
@@ -189,7 +202,9 @@ fn run_suite(engine: &Engine, path: &Path) -> SuiteResult {
                 None => Ok(&policies),
                 Some(settings) => chains
                     .entry(settings.to_string())
-                    .or_insert_with(|| PolicySet::load(engine, &suite.config_with(settings)))
+                    .or_insert_with(|| {
+                        PolicySet::load_pulled(engine, &suite.config_with(settings), &pulled)
+                    })
                     .as_ref(),
             };
             let (failures, decision) = run_case(&suite.config, chain, case);

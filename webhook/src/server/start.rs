@@ -34,6 +34,7 @@ use super::{AppState, ConnectionTimeouts};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::metrics::Metrics;
+use crate::registry::{Registry, RegistryOptions};
 use crate::reload::{self, FileVersions, FirstLoad, FirstLoadError, PolicySource};
 use crate::tls::{self, CertificateFiles, GeneratedCertificate, ReloadingCertificate, TlsError};
 
@@ -57,6 +58,11 @@ pub struct Options {
     /// Also serve `GET /metrics` over plain HTTP here (for scrapers that do not
     /// speak the webhook's TLS).
     pub metrics_listen: Option<SocketAddr>,
+    /// How `oci://` modules are pulled.
+    pub registry: RegistryOptions,
+    /// How often the tags of `oci://` modules are asked where they point now;
+    /// a moved tag reloads the policy set. `None`: only when the config changes.
+    pub tag_recheck_interval: Option<Duration>,
 }
 
 /// Where the serving certificate comes from.
@@ -107,6 +113,8 @@ pub enum StartError {
         address: SocketAddr,
         cause: std::io::Error,
     },
+    #[error("registry options: {0}")]
+    Registry(String),
     #[error(transparent)]
     Policies(Arc<FirstLoadError>),
     #[error("the server stopped before its policies were loaded")]
@@ -173,6 +181,8 @@ pub async fn start(
         timeouts,
         drain_delay,
         metrics_listen,
+        registry,
+        tag_recheck_interval,
     } = options;
     let policy_versions = FileVersions::now(config_path.clone());
     let config = Config::load_or_default(config_path.as_deref())?;
@@ -184,6 +194,7 @@ pub async fn start(
     let certificate = Arc::new(ReloadingCertificate::new(files)?);
     let engine_options = engine;
     let engine = Engine::new(&engine_options)?;
+    let registry = Registry::new(registry).map_err(StartError::Registry)?;
     let state = AppState::new(
         Arc::new(Metrics::default()),
         max_concurrent_evaluations.max(1),
@@ -217,6 +228,8 @@ pub async fn start(
         path: config_path,
         config,
         versions,
+        registry,
+        tag_recheck_interval,
     };
     let (first_load, first_loaded) = watch::channel(FirstLoad::Pending);
     let policies = tokio::spawn(reload::serve_policies(

@@ -4,12 +4,15 @@
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
 use stsguard_webhook::engine::{Engine, EngineOptions};
+use stsguard_webhook::registry::RegistryOptions;
 use stsguard_webhook::server::{self, Certificate, ConnectionTimeouts, Running};
 use stsguard_webhook::testing;
 use stsguard_webhook::tls::GeneratedCertificate;
@@ -96,6 +99,25 @@ impl TestServer {
         max_concurrent_evaluations: usize,
         timeouts: ConnectionTimeouts,
     ) -> Self {
+        Self::start_pulling(
+            yaml,
+            max_concurrent_evaluations,
+            timeouts,
+            RegistryOptions::default(),
+            None,
+        )
+        .await
+    }
+
+    /// [`Self::start_with`], with `oci://` modules pulled with `registry` and
+    /// their tags rechecked every `tag_recheck_interval`.
+    pub async fn start_pulling(
+        yaml: &str,
+        max_concurrent_evaluations: usize,
+        timeouts: ConnectionTimeouts,
+        registry: RegistryOptions,
+        tag_recheck_interval: Option<Duration>,
+    ) -> Self {
         install_crypto();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.yaml");
@@ -118,6 +140,8 @@ impl TestServer {
             timeouts,
             drain_delay: Duration::ZERO,
             metrics_listen: None,
+            registry,
+            tag_recheck_interval,
         };
         let (shutdown, on_shutdown) = oneshot::channel::<()>();
         let running = server::start(options, async {
