@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
@@ -579,6 +579,11 @@ fn explain(
                 500..=599 => Failure::Unreachable(format!("{registry} answered {code}: {message}")),
                 _ => Failure::Refused(format!("{registry} answered {code}: {message}")),
             }
+        }
+        OciDistributionError::DigestError(DigestError::VerificationError { expected, actual })
+            if reference.digest.as_ref() == Some(expected) =>
+        {
+            Failure::Refused(digest_mismatch(expected, actual))
         }
         OciDistributionError::DigestError(cause) => Failure::Refused(format!(
             "the registry's answer fails its digest check: {cause}"

@@ -180,6 +180,44 @@ async fn a_digest_the_repository_does_not_serve_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn content_that_does_not_match_the_pinned_digest_is_refused() {
+    install_crypto();
+    // A registry that answers every manifest request with the same manifest,
+    // whatever digest was asked for: what a compromised or broken mirror does.
+    let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.wasm.config.v0+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+    let router = axum::Router::new()
+        .route("/v2/", axum::routing::get(|| async { "{}" }))
+        .route(
+            "/v2/team/rule/manifests/{reference}",
+            axum::routing::get(move || async move {
+                (
+                    [("content-type", "application/vnd.oci.image.manifest.v1+json")],
+                    manifest.as_slice(),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = Registry::new(RegistryOptions {
+        insecure: vec![host.clone()],
+        ..RegistryOptions::default()
+    })
+    .unwrap();
+    let pinned = format!("oci://{host}/team/rule:v1@sha256:{}", "ab".repeat(32));
+    let error = client
+        .pull(&reference(&pinned))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("digest mismatch: the reference pins sha256:abab"),
+        "{error}"
+    );
+    assert!(error.contains("is not run"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_moved_tag_is_served_once_its_new_digest_loads() {
     install_crypto();
     let registry = TestRegistry::start(Access::Open);

@@ -420,6 +420,17 @@ impl<'a> Report<'a> {
 
     fn record(&mut self, evaluation: Evaluation) -> ControlFlow<()> {
         self.counts.add(&evaluation.finding);
+        if !matches!(evaluation.finding, Finding::Compliant) {
+            // One line per finding for log pipelines (the chart's CronJob logs at
+            // info, as JSON); the table or document on stdout is for people.
+            tracing::info!(
+                namespace = %evaluation.target.namespace,
+                name = %evaluation.target.name,
+                result = evaluation.finding.label(),
+                detail = %evaluation.finding.summary(),
+                "statefulset not compliant"
+            );
+        }
         if let Some(reports) = &mut self.policy_reports {
             reports.add(&evaluation);
         }
