@@ -8,7 +8,8 @@
 #      schema, strictly (unknown fields are errors), by kubernetes-validate;
 #   4. the Kubernetes facts the webhook depends on asserted on the rendered objects
 #      (namespace exclusion, caBundle, timeouts, no subPath config mount, HTTPS probes,
-#      the scheduled audit's CronJob and the only RBAC granted cluster-wide...);
+#      the scheduled audit's CronJob and the only RBAC granted cluster-wide, the same
+#      registry settings on every container that loads policies...);
 #   5. values the schema must reject are rejected;
 #   6. the e2e suite's fixtures (tests/fixtures/*.yaml) validated against the schemas too.
 #
@@ -190,6 +191,45 @@ def check_webhook(where, mwc, namespace):
         yield hook.get("timeoutSeconds", 10)
 
 
+REGISTRY_ENV = ("STSGUARD_REGISTRY_AUTH", "STSGUARD_REGISTRY_CA", "STSGUARD_INSECURE_REGISTRIES",
+                "STSGUARD_REGISTRY_TIMEOUT", "STSGUARD_MAX_MODULE_SIZE")
+TAG_RECHECK = "STSGUARD_TAG_RECHECK_INTERVAL"
+
+
+def registry_env(container):
+    return {e["name"]: e.get("value") for e in container.get("env", []) if e["name"] in REGISTRY_ENV}
+
+
+def check_registry(where, container, server, volumes):
+    """A container that loads policies (server, compile, audit) reaches registries as
+    the server does: the same registry env, files from read-only Secret or ConfigMap
+    mounts of its own (the credentials from a Secret's .dockerconfigjson), and the tag
+    recheck only on the server, the one process that keeps running."""
+    w = f"{where} container {container['name']}"
+    env = registry_env(container)
+    if env != registry_env(server):
+        fail(w, f"registry env {env} differs from the server's {registry_env(server)}")
+    if container is not server and any(e["name"] == TAG_RECHECK for e in container.get("env", [])):
+        fail(w, f"{TAG_RECHECK} belongs on the server only")
+    for name, sources in (("STSGUARD_REGISTRY_AUTH", ("secret",)), ("STSGUARD_REGISTRY_CA", ("secret", "configMap"))):
+        path = env.get(name)
+        if path is None:
+            continue
+        mount = next((m for m in container.get("volumeMounts", [])
+                      if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+        volume = volumes.get(mount["name"], {}) if mount else {}
+        source = next((volume[k] for k in sources if k in volume), None)
+        if source is None or not mount.get("readOnly") or "subPath" in mount:
+            fail(w, f"{name} {path} is not in a read-only {' or '.join(sources)} mount (without subPath)")
+            continue
+        file = path[len(mount["mountPath"].rstrip("/")) + 1:]
+        keys = {i["path"]: i["key"] for i in source.get("items", [])}
+        if file not in keys:
+            fail(w, f"{name} {path}: the volume {mount['name']} does not project {file}")
+        elif name == "STSGUARD_REGISTRY_AUTH" and keys[file] != ".dockerconfigjson":
+            fail(w, f"{name} must be the Secret's .dockerconfigjson, not {keys[file]}")
+
+
 def check_webhook_deployment(where, deployment, configs):
     pod = deployment["spec"]["template"]["spec"]
     if pod.get("securityContext", {}).get("seccompProfile", {}).get("type") != "RuntimeDefault":
@@ -233,6 +273,15 @@ def check_webhook_deployment(where, deployment, configs):
     compile_ = [c for c in pod.get("initContainers", []) if c["name"] == "compile"]
     if any(v["name"].startswith("module-") for v in volumes.values()) and not compile_:
         fail(where, "custom policy modules but no compile init container")
+    # oci:// modules too: pulled and compiled before the server starts.
+    if any(str(p.get("module", "")).startswith("oci://") for c in configs.values() for p in c.get("policies", [])) \
+            and not compile_:
+        fail(where, "oci:// policy modules but no compile init container")
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        if c is server or c in compile_:
+            check_registry(where, c, server, volumes)
+        elif registry_env(c) or any(e["name"] == TAG_RECHECK for e in c.get("env", [])):
+            fail(where, f"container {c['name']} does not load policies but has registry env")
     for c in compile_:
         if c.get("args", [])[:1] != ["compile"] or c["image"] != server["image"]:
             fail(where, "the compile init container must run `compile` with the server's image")
@@ -321,6 +370,7 @@ def check_audit_cronjob(where, cronjob, docs):
     volumes = lambda p: {v["name"]: v for v in p.get("volumes", []) if v["name"] != "tls"}
     if volumes(pod) != volumes(webhook_pod):
         fail(where, "the audit's volumes differ from the server's")
+    check_registry(where, c, server, volumes(pod))
     env = {e["name"]: e.get("value") for e in c.get("env", [])}
     cache = env.get("STSGUARD_CACHE_DIR")
     if not any(m["mountPath"] == cache and "emptyDir" in volumes(pod).get(m["name"], {})
@@ -472,6 +522,78 @@ renders stsguard "  concurrencyPolicy: Forbid" --set audit.enabled=true
 renders stsguard '  schedule: "*/10 * * * *"' --set audit.enabled=true
 echo "audit: off by default, every 10 minutes when enabled"
 
+step "registry settings on every container that loads policies, and only when set"
+# ci/oci-values.yaml sets every registry value: each must reach the server, the
+# compile init container (on because of the oci:// modules alone) and the audit.
+# The invariants above check that the three agree; this checks that they are there.
+oci_values="$root/deploy/charts/stsguard/ci/oci-values.yaml"
+"$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe \
+  --kube-version "${KUBE_VERSIONS[1]}" --values "$oci_values" >"$out/oci.yaml"
+PYTHONPATH="$PYTHON_TOOLS" python3 - "$oci_values" "$out/oci.yaml" <<'PY'
+import sys
+
+import yaml
+
+values = yaml.safe_load(open(sys.argv[1]))["registry"]
+docs = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
+deployment = next(d for d in docs if d["kind"] == "Deployment")
+cronjob = next((d for d in docs if d["kind"] == "CronJob"), None)
+pod = deployment["spec"]["template"]["spec"]
+containers = {"server": (pod["containers"][0], pod)}
+compile_ = [c for c in pod.get("initContainers", []) if c["name"] == "compile"]
+problems = []
+if compile_:
+    containers["compile init container"] = (compile_[0], pod)
+else:
+    problems.append("no compile init container, although config.policies has oci:// modules")
+if cronjob:
+    audit_pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    containers["audit"] = (audit_pod["containers"][0], audit_pod)
+else:
+    problems.append("no audit CronJob (the values enable it)")
+wanted = {
+    "STSGUARD_INSECURE_REGISTRIES": ",".join(values["insecure"]),
+    "STSGUARD_REGISTRY_TIMEOUT": values["timeout"],
+    "STSGUARD_MAX_MODULE_SIZE": values["maxModuleSize"],
+}
+for who, (c, p) in containers.items():
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in p["volumes"]}
+    for name, value in wanted.items():
+        if env.get(name) != value:
+            problems.append(f"{who}: {name} is {env.get(name)!r}, not {value!r}")
+    for name in ("STSGUARD_REGISTRY_AUTH", "STSGUARD_REGISTRY_CA"):
+        if not env.get(name):
+            problems.append(f"{who}: {name} is missing")
+    recheck = env.get("STSGUARD_TAG_RECHECK_INTERVAL")
+    if recheck != (values["tagRecheckInterval"] if who == "server" else None):
+        problems.append(f"{who}: STSGUARD_TAG_RECHECK_INTERVAL is {recheck!r}")
+    secrets = [n for n, v in volumes.items() if v.get("secret", {}).get("secretName") == values["credentialsSecret"]]
+    if not secrets or not mounts.get(secrets[0], {}).get("readOnly"):
+        problems.append(f"{who}: the Secret {values['credentialsSecret']} is not mounted read-only")
+    cas = [n for n, v in volumes.items() if v.get("configMap", {}).get("name") == values["caBundle"]["configMap"]]
+    if not cas or not mounts.get(cas[0], {}).get("readOnly"):
+        problems.append(f"{who}: the ConfigMap {values['caBundle']['configMap']} is not mounted read-only")
+if problems:
+    sys.exit("check-charts: ci/oci-values.yaml:\n  " + "\n  ".join(problems))
+print(f"registry env and mounts on: {', '.join(containers)}; the tag recheck on the server only")
+PY
+defaults=$("$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe \
+  --kube-version "${KUBE_VERSIONS[1]}" --set audit.enabled=true --set precompile.enabled=always) \
+  || die "rendering the defaults (with audit and compile) failed"
+if grep -Eq "STSGUARD_(REGISTRY_|INSECURE_REGISTRIES|MAX_MODULE_SIZE|TAG_RECHECK)|name: registry-" <<<"$defaults"; then
+  die "the default registry values add env or volumes to the pods (empty values must add nothing)"
+fi
+echo "registry: the default values add no env, mount or volume"
+renders stsguard "        - name: compile" \
+  --set-json 'config.policies=[{"name":"rules","module":"oci://registry.example.com/rules:1.0.0"}]'
+if "$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe --kube-version "${KUBE_VERSIONS[1]}" \
+  | grep -q -- "- name: compile$"; then
+  die "the default values (built-ins only) render the compile init container"
+fi
+echo "precompile auto: on for an oci:// module, off for the built-ins"
+
 step "values the schema or the templates must reject"
 reject() {
   local chart=$1 expect=$2
@@ -493,6 +615,14 @@ reject stsguard "tls.caBundle" --set tls.mode=secret --set tls.existingSecret=x
 reject stsguard "used twice" --set-json 'config.policies=[{"name":"a","module":"builtin:probes"},{"name":"a","module":"builtin:parallel"}]'
 reject stsguard "module" --set-json 'config.policies=[{"name":"a","module":"relative/path.wasm"}]'
 reject stsguard "policyModules" --set-json 'policyModules=[{"name":"a","file":"p.wasm"}]'
+reject stsguard "module" --set-json 'config.policies=[{"name":"a","module":"oci://registry.example.com/rules"}]'
+reject stsguard "module" --set-json 'config.policies=[{"name":"a","module":"oci://registry.example.com/rules@sha256:abc"}]'
+reject stsguard "set either configMap or secret" --set registry.caBundle.configMap=a --set registry.caBundle.secret=b
+reject stsguard "insecure" --set-json 'registry.insecure=["http://registry.example.com"]'
+reject stsguard "timeout" --set registry.timeout=thirty
+reject stsguard "maxModuleSize" --set registry.maxModuleSize=48MB
+reject stsguard "tagRecheckInterval" --set registry.tagRecheckInterval=5min
+reject stsguard "Additional property" --set registry.credentialSecret=regcred
 reject stsguard "image volumes need Kubernetes >= 1.31" --kube-version "${KUBE_VERSIONS[0]}" --set-json "$image_values"
 reject stsguard "replicaCount" --set replicaCount=0
 reject stsguard "must be at least drainDelaySeconds" --set drainDelaySeconds=30

@@ -152,20 +152,35 @@ The mount point of a custom policy module.
 {{- end }}
 
 {{/*
+The distinct `oci://` references of config.policies[].module, as a JSON list; empty
+when there are none. The one place that tells a registry module from the others.
+*/}}
+{{- define "stsguard.ociModules" -}}
+{{- $refs := list -}}
+{{- range .Values.config.policies -}}
+{{- if hasPrefix "oci://" (.module | toString) }}{{ $refs = append $refs .module }}{{ end -}}
+{{- end -}}
+{{- with $refs | uniq }}{{ toJson . }}{{ end -}}
+{{- end }}
+
+{{/*
 Whether an init container compiles the policies before the server starts:
-`precompile.enabled` always, never, or auto (when custom modules are configured;
+`precompile.enabled` always, never, or auto (when custom modules are configured:
+mounted by policyModules, brought by initContainers, or pulled from a registry;
 the built-ins come compiled in the image).
 */}}
 {{- define "stsguard.precompile" -}}
 {{- $mode := .Values.precompile.enabled -}}
-{{- if or (eq $mode "always") (and (eq $mode "auto") (or .Values.policyModules .Values.initContainers)) -}}
+{{- $custom := or .Values.policyModules .Values.initContainers (include "stsguard.ociModules" .) -}}
+{{- if or (eq $mode "always") (and (eq $mode "auto") $custom) -}}
 true
 {{- end -}}
 {{- end }}
 
 {{/*
-The mounts that hold the configuration, the policy modules and the compilation
-cache: the server's and the compile init container's. Directories, never subPath:
+The mounts that hold the configuration, the policy modules, the registry
+credentials and CA, and the compilation cache: the server's, the compile init
+container's and the audit's. Directories, never subPath:
 the kubelet only updates whole-directory mounts, and the server re-reads the files
 when they change.
 */}}
@@ -181,9 +196,108 @@ when they change.
   mountPath: {{ printf "%s/%s" $modulesDir .name }}
   readOnly: true
 {{- end }}
+{{- with .Values.registry.credentialsSecret }}
+- name: registry-credentials
+  mountPath: {{ include "stsguard.registryCredentialsDir" $ }}
+  readOnly: true
+{{- end }}
+{{- if include "stsguard.registryCaSource" . }}
+- name: registry-ca
+  mountPath: {{ include "stsguard.registryCaDir" . }}
+  readOnly: true
+{{- end }}
 {{- with .Values.extraVolumeMounts }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+The volumes behind the registry mounts of stsguard.policyMounts, in the server's pod
+and the audit's: the credentials Secret and the CA bundle, each only when set.
+*/}}
+{{- define "stsguard.registryVolumes" -}}
+{{- with .Values.registry.credentialsSecret }}
+# Only the .dockerconfigjson key: a Secret of another type fails the mount, at once
+# and by name, instead of every pull failing later.
+- name: registry-credentials
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: .dockerconfigjson
+        path: .dockerconfigjson
+{{- end }}
+{{- with include "stsguard.registryCaSource" . }}
+{{- $key := $.Values.registry.caBundle.key }}
+- name: registry-ca
+  {{- if eq . "configMap" }}
+  configMap:
+    name: {{ $.Values.registry.caBundle.configMap }}
+  {{- else }}
+  secret:
+    secretName: {{ $.Values.registry.caBundle.secret }}
+  {{- end }}
+    items:
+      - key: {{ $key }}
+        path: {{ $key }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the registry credentials Secret and the CA bundle are mounted: directories of
+their own, never subPath, like every other mount here.
+*/}}
+{{- define "stsguard.registryCredentialsDir" -}}
+/etc/stsguard/registry
+{{- end }}
+
+{{- define "stsguard.registryCaDir" -}}
+/etc/stsguard/registry-ca
+{{- end }}
+
+{{/*
+Which object registry.caBundle names: `configMap`, `secret`, or nothing.
+*/}}
+{{- define "stsguard.registryCaSource" -}}
+{{- with .Values.registry.caBundle -}}
+{{- if and .configMap .secret -}}
+{{- fail "registry.caBundle: set either configMap or secret, not both" -}}
+{{- else if .configMap -}}
+configMap
+{{- else if .secret -}}
+secret
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+How the commands that load policies (serve, compile, audit) reach registries for
+`oci://` modules: one env var per registry value that is set, none by default (the
+server's own defaults apply). serve's tag recheck is not here: only the server
+keeps running to recheck.
+*/}}
+{{- define "stsguard.registryEnv" -}}
+{{- with .Values.registry -}}
+{{- if .credentialsSecret }}
+- name: STSGUARD_REGISTRY_AUTH
+  value: {{ printf "%s/.dockerconfigjson" (include "stsguard.registryCredentialsDir" $) | quote }}
+{{- end }}
+{{- if include "stsguard.registryCaSource" $ }}
+- name: STSGUARD_REGISTRY_CA
+  value: {{ printf "%s/%s" (include "stsguard.registryCaDir" $) .caBundle.key | quote }}
+{{- end }}
+{{- with .insecure }}
+- name: STSGUARD_INSECURE_REGISTRIES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .timeout }}
+- name: STSGUARD_REGISTRY_TIMEOUT
+  value: {{ . | quote }}
+{{- end }}
+{{- with .maxModuleSize }}
+- name: STSGUARD_MAX_MODULE_SIZE
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
 {{- end }}
 
 {{/*
