@@ -41,11 +41,14 @@
 //! is not complete. One object that cannot be evaluated is an `error` finding
 //! for that object and the audit goes on.
 //!
-//! Not yet: audit metrics.
+//! **Continuous.** `watch` keeps the reports current from a watch on
+//! StatefulSets, with metrics (see its docs); the one-shot run above is what a
+//! CI job or a CronJob runs.
 
 mod list;
 pub mod policy_report;
 mod result;
+mod watch;
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
@@ -60,6 +63,7 @@ use crate::review::{self, ReviewRequest};
 pub use list::{ListError, Lister, Retry, Scope, describe_error};
 pub use policy_report::{PolicyReport, ReportError, Reports, Writer};
 pub use result::{Finding, classify};
+pub use watch::{AuditMetrics, WatchOptions, WatchState, watch};
 
 /// The user the audit's AdmissionRequests name: a policy that treats some users
 /// specially sees who asks.
@@ -235,24 +239,30 @@ pub async fn run(
         for item in page {
             completion.objects += 1;
             let evaluation = auditor.evaluate(Target::from_item(item), completion.objects);
-            if !matches!(evaluation.finding, Finding::Compliant) {
-                let Target {
-                    namespace, name, ..
-                } = &evaluation.target;
-                tracing::info!(
-                    namespace = %namespace,
-                    name = %name,
-                    result = evaluation.finding.label(),
-                    detail = %evaluation.finding.summary(),
-                    "audit: not compliant"
-                );
-            }
+            log_finding(&evaluation);
             if report(evaluation).is_break() {
                 completion.stopped = true;
                 return completion;
             }
         }
     }
+}
+
+/// One log line (`info`) for an object that is not compliant.
+fn log_finding(evaluation: &Evaluation) {
+    if matches!(evaluation.finding, Finding::Compliant) {
+        return;
+    }
+    let Target {
+        namespace, name, ..
+    } = &evaluation.target;
+    tracing::info!(
+        namespace = %namespace,
+        name = %name,
+        result = evaluation.finding.label(),
+        detail = %evaluation.finding.summary(),
+        "audit: not compliant"
+    );
 }
 
 #[cfg(test)]

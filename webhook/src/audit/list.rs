@@ -120,20 +120,22 @@ pub struct Lister {
 /// objectSelector): what the webhook never sees, the audit does not judge.
 pub const OPT_OUT_SELECTOR: &str = "stsguard.io/ignore!=true";
 
+/// `selector` (if any) and never the objects that opted out.
+pub fn with_opt_out(selector: Option<String>) -> String {
+    match selector {
+        Some(selector) if !selector.trim().is_empty() => format!("{selector},{OPT_OUT_SELECTOR}"),
+        _ => OPT_OUT_SELECTOR.to_string(),
+    }
+}
+
 impl Lister {
     /// Lists what `selector` matches in `scope`, never objects labelled
     /// `stsguard.io/ignore: "true"`.
     pub fn new(client: Client, scope: Scope, selector: Option<String>) -> Self {
-        let selector = match selector {
-            Some(selector) if !selector.trim().is_empty() => {
-                format!("{selector},{OPT_OUT_SELECTOR}")
-            }
-            _ => OPT_OUT_SELECTOR.to_string(),
-        };
         Self {
             client,
             scope,
-            selector: Some(selector),
+            selector: Some(with_opt_out(selector)),
             retry: Retry::default(),
             page_size: PAGE_SIZE,
             continue_token: None,

@@ -91,6 +91,9 @@ pub(crate) enum Reply {
     Refused,
     /// 200 OK with this object (what a write returns).
     Object(Value),
+    /// A watch response: these events (`{"type": ..., "object": ...}`), one
+    /// per line, then the end of the stream.
+    Watch(Vec<Value>),
 }
 
 /// A request the mock API server saw.
@@ -161,6 +164,20 @@ fn mock(replies: Vec<Reply>, log: impl Fn(Seen) + Send + 'static) -> kube::Clien
                     }),
                 ),
                 Reply::Object(object) => (StatusCode::OK, object),
+                Reply::Watch(events) => {
+                    let mut body = Vec::new();
+                    for event in events {
+                        body.extend(serde_json::to_vec(&event).unwrap());
+                        body.push(b'\n');
+                    }
+                    let response = Response::builder()
+                        .status(StatusCode::OK)
+                        .header("content-type", "application/json")
+                        .body(Body::from(body))
+                        .unwrap();
+                    send.send_response(response);
+                    continue;
+                }
                 Reply::Refused => {
                     send.send_error(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
                     continue;

@@ -151,6 +151,14 @@ impl PolicySet {
         &self.policies
     }
 
+    /// Each policy's module sha256 (hex), by policy name.
+    pub fn digests(&self) -> HashMap<String, String> {
+        self.policies
+            .iter()
+            .map(|policy| (policy.name().to_string(), policy.digest()))
+            .collect()
+    }
+
     pub fn get(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.name() == name)
     }

@@ -32,6 +32,8 @@ use crate::chain::PolicySet;
 use crate::config::{Config, FailurePolicy, Mode};
 use crate::engine::Engine;
 
+mod watch;
+
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
     /// Config file with the policy chain [default: the built-in policies].
@@ -83,6 +85,19 @@ pub struct AuditArgs {
         value_name = "CODE"
     )]
     findings_exit_code: u8,
+    /// Keep auditing: watch the StatefulSets and, with --write-reports, keep
+    /// each namespace's report current within --report-interval of a change.
+    /// Runs until SIGTERM; logs one line per object that is not compliant.
+    #[arg(long, env = "STSGUARD_AUDIT_WATCH")]
+    watch: bool,
+    /// With --watch: how often the reports of changed namespaces are written.
+    #[arg(long, env = "STSGUARD_AUDIT_REPORT_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration, requires = "watch")]
+    report_interval: Duration,
+    /// With --watch: serve /metrics (objects by finding, evaluations, report
+    /// writes, watch errors, the last full list's duration, the last time every
+    /// report was current), /healthz and /readyz over plain HTTP here.
+    #[arg(long, env = "STSGUARD_AUDIT_METRICS_LISTEN", requires = "watch")]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     cache: CacheArgs,
     #[command(flatten)]
@@ -137,6 +152,9 @@ fn start(args: AuditArgs) -> anyhow::Result<Verdict> {
         output,
         write_reports,
         findings_exit_code: _, // `run` applies it
+        watch,
+        report_interval,
+        metrics_listen,
         cache,
         registry,
     } = args;
@@ -144,10 +162,18 @@ fn start(args: AuditArgs) -> anyhow::Result<Verdict> {
     let registry = registry.registry(&cache)?;
     let engine = Engine::new(&cache.engine_options())?;
     let policies = load_policies(&engine, &registry, &config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
+    // A watch evaluates on the runtime's threads while /metrics must answer: two.
+    let runtime = if watch {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .context("could not start the async runtime")?;
     runtime.block_on(async {
         let client = kube::Client::try_default().await.map_err(|error| {
             anyhow::anyhow!(
@@ -161,11 +187,19 @@ fn start(args: AuditArgs) -> anyhow::Result<Verdict> {
             (false, None) => Scope::Namespace(client.default_namespace().to_string()),
         };
         let writer = write_reports.then(|| Writer::new(client.clone()));
-        let lister = Lister::new(client, scope, selector);
         let auditor = Auditor {
             policies: &policies,
             timeout: config.request_timeout,
         };
+        if watch {
+            let options = audit::WatchOptions {
+                report_interval,
+                selector,
+            };
+            watch::run(client, scope, auditor, writer, options, metrics_listen).await?;
+            return Ok(Verdict::Compliant);
+        }
+        let lister = Lister::new(client, scope, selector);
         let stdout = std::io::stdout();
         report(lister, auditor, output, writer, &mut stdout.lock()).await
     })
@@ -402,10 +436,7 @@ impl<'a> Report<'a> {
                 sha256: policy.digest(),
             })
             .collect();
-        let digests = chain
-            .iter()
-            .map(|policy| (policy.name.clone(), policy.sha256.clone()))
-            .collect();
+        let digests = policies.digests();
         Self {
             output,
             chain,
@@ -420,17 +451,6 @@ impl<'a> Report<'a> {
 
     fn record(&mut self, evaluation: Evaluation) -> ControlFlow<()> {
         self.counts.add(&evaluation.finding);
-        if !matches!(evaluation.finding, Finding::Compliant) {
-            // One line per finding for log pipelines (the chart's CronJob logs at
-            // info, as JSON); the table or document on stdout is for people.
-            tracing::info!(
-                namespace = %evaluation.target.namespace,
-                name = %evaluation.target.name,
-                result = evaluation.finding.label(),
-                detail = %evaluation.finding.summary(),
-                "statefulset not compliant"
-            );
-        }
         if let Some(reports) = &mut self.policy_reports {
             reports.add(&evaluation);
         }
