@@ -86,6 +86,57 @@ pub fn audit_writing_reports(namespace: &str) -> anyhow::Result<AuditRun> {
     })
 }
 
+/// `stsguard audit --watch --namespace NAMESPACE --write-reports` running in the
+/// background (reports every 250 ms); stopped when dropped.
+pub struct WatchingAudit {
+    child: std::process::Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl WatchingAudit {
+    pub fn start(namespace: &str) -> anyhow::Result<Self> {
+        let log = tempfile::NamedTempFile::new()?;
+        let child = Command::new(stsguard_bin()?)
+            .args([
+                "audit",
+                "--namespace",
+                namespace,
+                "--write-reports",
+                "--watch",
+                "--report-interval",
+                "250ms",
+                "--log",
+                "info",
+            ])
+            .env_remove("STSGUARD_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen()?)
+            .spawn()
+            .context("starting stsguard audit --watch")?;
+        Ok(Self { child, log })
+    }
+
+    /// What it logged so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Fails with the log if the process has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("stsguard audit --watch exited ({status}):\n{}", self.log());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WatchingAudit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Makes sure the PolicyReport CRD is installed and established, installing the
 /// chart's when it is not.
 pub async fn ensure_policy_report_crd(client: &Client) -> anyhow::Result<()> {

@@ -7,7 +7,8 @@ use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
 use stsguard_e2e::audit::{
-    audit_writing_reports, ensure_policy_report_crd, policy_report, report_results,
+    WatchingAudit, audit_writing_reports, ensure_policy_report_crd, policy_report,
+    report_results,
 };
 use stsguard_e2e::fixtures::{bare_statefulset, compliant_statefulset};
 use stsguard_e2e::scenario::Policies;
@@ -154,5 +155,106 @@ async fn audit_reports_what_the_policies_would_do_and_forgets_what_is_gone() -> 
         report["summary"],
         json!({"pass": 3, "fail": 0, "warn": 0, "error": 0, "skip": 0})
     );
+    Ok(())
+}
+
+/// Polls the namespace's report until its sorted (object, policy, result) rows are
+/// `expected`, for up to 60 s.
+async fn report_becomes(
+    client: &kube::Client,
+    namespace: &str,
+    audit: &mut WatchingAudit,
+    expected: &[(&str, &str, &str)],
+    what: &str,
+) -> anyhow::Result<()> {
+    let expected = results(expected);
+    let mut last = None;
+    for _ in 0..240 {
+        audit.check_running()?;
+        if let Some(report) = policy_report(client, namespace).await? {
+            let mut rows = report_results(&report);
+            rows.sort();
+            if rows == expected {
+                return Ok(());
+            }
+            last = Some(rows);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    anyhow::bail!(
+        "{what}: the report did not become {expected:?} within 60 s (last: {last:?}); audit log:\n{}",
+        audit.log()
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: see tests/README.md"]
+async fn the_watching_audit_follows_each_change_within_seconds() -> anyhow::Result<()> {
+    let s = Scenario::start_unregistered("audit-watch", Policies::Enforce).await?;
+    let client = s.client();
+    ensure_policy_report_crd(&client).await?;
+    s.create_before_webhook(&bare_statefulset()).await?;
+    accepts(s.patch("web", json!({}))).await?;
+    let mut audit = WatchingAudit::start(&s.namespace)?;
+    report_becomes(
+        &client,
+        &s.namespace,
+        &mut audit,
+        &[
+            ("web", "parallel", "warn"),
+            ("web", "probes", "warn"),
+            ("web", "volume-claims", "pass"),
+        ],
+        "an existing object that is not compliant",
+    )
+    .await?;
+
+    // A new object appears in the report, without another run.
+    accepts(s.create(&compliant_statefulset())).await?;
+    report_becomes(
+        &client,
+        &s.namespace,
+        &mut audit,
+        &[
+            ("compliant", "parallel", "pass"),
+            ("compliant", "probes", "pass"),
+            ("compliant", "volume-claims", "pass"),
+            ("web", "parallel", "warn"),
+            ("web", "probes", "warn"),
+            ("web", "volume-claims", "pass"),
+        ],
+        "a created object",
+    )
+    .await?;
+
+    // Fixed, then deleted: the warnings go, then the object's results.
+    let probes = &compliant_statefulset()["spec"]["template"]["spec"]["containers"][0];
+    accepts(s.patch(
+        "web",
+        json!({
+            "metadata": {"annotations": {"parallel.stsguard.io/ordered": "true"}},
+            "spec": {"template": {"spec": {"containers": [{
+                "name": "counter-app",
+                "readinessProbe": probes["readinessProbe"],
+                "livenessProbe": probes["livenessProbe"],
+            }]}}},
+        }),
+    ))
+    .await?;
+    Api::<StatefulSet>::namespaced(client.clone(), &s.namespace)
+        .delete("compliant", &DeleteParams::default())
+        .await?;
+    report_becomes(
+        &client,
+        &s.namespace,
+        &mut audit,
+        &[
+            ("web", "parallel", "pass"),
+            ("web", "probes", "pass"),
+            ("web", "volume-claims", "pass"),
+        ],
+        "a fixed object and a deleted one",
+    )
+    .await?;
     Ok(())
 }
