@@ -8,8 +8,9 @@
 #      schema, strictly (unknown fields are errors), by kubernetes-validate;
 #   4. the Kubernetes facts the webhook depends on asserted on the rendered objects
 #      (namespace exclusion, caBundle, timeouts, no subPath config mount, HTTPS probes,
-#      the scheduled audit's CronJob and the only RBAC granted cluster-wide, the same
-#      registry settings on every container that loads policies...);
+#      the audit's CronJob or watch Deployment, the same container in both modes, and
+#      the only RBAC granted cluster-wide, the same registry settings on every
+#      container that loads policies...);
 #   5. values the schema must reject are rejected;
 #   6. the e2e suite's fixtures (tests/fixtures/*.yaml) validated against the schemas too.
 #
@@ -154,10 +155,9 @@ def group_of(api_version):
 
 
 def millis(duration):
-    if duration.endswith("ms"):
-        return int(duration[:-2])
-    if duration.endswith("s"):
-        return int(duration[:-1]) * 1000
+    for unit, factor in (("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)):
+        if duration.endswith(unit) and duration[:-len(unit)].isdigit():
+            return int(duration[:-len(unit)]) * factor
     raise ValueError(f"unexpected duration {duration!r}")
 
 
@@ -306,26 +306,42 @@ def check_role(where, role, namespace):
         fail(where, "test.namespace is one the webhook never sees")
 
 
-AUDIT_RULES = [
-    {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["list"]},
-    {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "verbs": ["get", "create", "patch", "update"]},
-]
+def audit_rules(watching):
+    """Least privilege per mode: a run lists StatefulSets, a watch lists then watches."""
+    return [
+        {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["list", "watch"] if watching else ["list"]},
+        {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "verbs": ["get", "create", "patch", "update"]},
+    ]
 
 
 def is_audit(doc):
     return (doc["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "audit"
 
 
+def webhook_deployment(docs):
+    return next(d for d in docs if d["kind"] == "Deployment" and not is_audit(d))
+
+
+def audit_watching(docs):
+    """Whether the audit is the watch Deployment (else the CronJob, or none)."""
+    return any(d["kind"] == "Deployment" and is_audit(d) for d in docs)
+
+
+def matches(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
 def check_audit_rbac(where, doc, docs, namespace):
-    """The scheduled audit's ClusterRole and binding: the only RBAC granted cluster-wide,
-    exactly listing StatefulSets and writing PolicyReports, bound to the audit's own
-    ServiceAccount (never the webhook's)."""
+    """The audit's ClusterRole and binding: the only RBAC granted cluster-wide, exactly
+    listing (and for the watch, watching) StatefulSets and writing PolicyReports,
+    bound to the audit's own ServiceAccount (never the webhook's)."""
     if not is_audit(doc):
         fail(where, "the charts grant nothing cluster-wide but the audit's ClusterRole")
         return
     if doc["kind"] == "ClusterRole":
-        if doc.get("rules") != AUDIT_RULES or doc.get("aggregationRule"):
-            fail(where, f"rules must be exactly {AUDIT_RULES}, not {doc.get('rules')}")
+        wanted = audit_rules(audit_watching(docs))
+        if doc.get("rules") != wanted or doc.get("aggregationRule"):
+            fail(where, f"rules must be exactly {wanted}, not {doc.get('rules')}")
         return
     role = doc.get("roleRef", {})
     audit_roles = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole" and is_audit(d)}
@@ -342,9 +358,75 @@ def check_audit_cronjob(where, cronjob, docs):
     spec = cronjob["spec"]
     if spec.get("concurrencyPolicy") != "Forbid":
         fail(where, "concurrencyPolicy must be Forbid: two audits would write the same reports")
+    if audit_watching(docs):
+        fail(where, "both the audit's CronJob and its watch Deployment")
     pod = spec["jobTemplate"]["spec"]["template"]["spec"]
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
-    webhook_pod = deployment["spec"]["template"]["spec"]
+    if pod.get("restartPolicy") != "Never":
+        fail(where, "restartPolicy must be Never: a failed run waits for the next schedule")
+    check_audit_pod(where, pod, docs)
+
+
+def check_audit_deployment(where, deployment, docs):
+    """The watching audit: one replica, never two at once (Recreate), `--watch`, its
+    metrics port with the probes on it, time to write what is pending after SIGTERM,
+    rolled when the config changes (it does not reload), and pods that no webhook
+    object takes for its own (nor it a webhook pod)."""
+    spec = deployment["spec"]
+    if spec.get("replicas") != 1:
+        fail(where, f"replicas must be 1, not {spec.get('replicas')}: two audits would write the same reports")
+    if spec.get("strategy", {}).get("type") != "Recreate":
+        fail(where, "strategy must be Recreate: a rolling update runs two audits at once")
+    template = spec["template"]
+    labels = template["metadata"].get("labels") or {}
+    selector = spec["selector"]["matchLabels"]
+    if not matches(selector, labels):
+        fail(where, "the selector does not match the pods' labels")
+    webhook = webhook_deployment(docs)
+    if matches(selector, webhook["spec"]["template"]["metadata"].get("labels") or {}):
+        fail(where, "the selector matches the webhook's pods")
+    if "checksum/config" not in (template["metadata"].get("annotations") or {}):
+        fail(where, "no checksum/config annotation: the watch loads the policies once, a changed config must roll it")
+    pod = template["spec"]
+    [c] = pod["containers"]
+    args = c.get("args", [])
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    flag = lambda name, var: args[args.index(name) + 1] if name in args else env.get(var)
+    if "--watch" not in args and env.get("STSGUARD_AUDIT_WATCH") != "true":
+        fail(where, "neither --watch nor STSGUARD_AUDIT_WATCH=true")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    listen = flag("--metrics-listen", "STSGUARD_AUDIT_METRICS_LISTEN") or ""
+    if "metrics" not in ports or listen != f"0.0.0.0:{ports['metrics']}":
+        fail(where, f"--metrics-listen {listen!r} is not 0.0.0.0 on the container port named metrics {ports}")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"), ("startupProbe", "/healthz")):
+        get = c.get(probe, {}).get("httpGet", {})
+        if (get.get("path"), get.get("port"), get.get("scheme", "HTTP")) != (path, "metrics", "HTTP"):
+            fail(where, f"{probe} must GET {path} on the metrics port over HTTP, not {get}")
+    interval = flag("--report-interval", "STSGUARD_AUDIT_REPORT_INTERVAL") or "2s"
+    if pod.get("terminationGracePeriodSeconds", 30) * 1000 <= millis(interval):
+        fail(where, f"terminationGracePeriodSeconds does not cover one report interval ({interval}) and the last writes")
+    services = [d for d in docs if d["kind"] == "Service" and is_audit(d)]
+    if [sv for sv in services if matches(sv["spec"]["selector"], labels)
+            and any(p.get("targetPort") == "metrics" for p in sv["spec"]["ports"])] != services or not services:
+        fail(where, "no Service of the audit's metrics port (or one that selects other pods)")
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    if monitors and not any(is_audit(m) and any(matches(m["spec"]["selector"]["matchLabels"], sv["metadata"]["labels"])
+                                                for sv in services) for m in monitors):
+        fail(where, "a ServiceMonitor for the webhook but none for the audit's metrics Service")
+    rules = [r for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"]]
+    if rules and not any("stsguard_audit_last_success_timestamp_seconds" in r.get("expr", "") for r in rules):
+        fail(where, "a PrometheusRule without the alert on stale audit reports")
+    for policy in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        if matches(policy["spec"]["podSelector"].get("matchLabels", {}), labels) and not any(
+                p.get("port") in (ports.get("metrics"), "metrics") for rule in policy["spec"].get("ingress", [])
+                for p in rule.get("ports", [])):
+            fail(where, f"NetworkPolicy/{policy['metadata']['name']} selects the audit's pod and blocks its metrics port")
+    check_audit_pod(where, pod, docs)
+
+
+def check_audit_pod(where, pod, docs):
+    """The audit's pod in either mode: its own ServiceAccount, the restricted security
+    context, the server's image, config, mounts, volumes and registry settings."""
+    webhook_pod = webhook_deployment(docs)["spec"]["template"]["spec"]
     if pod.get("serviceAccountName") == webhook_pod.get("serviceAccountName"):
         fail(where, "the audit runs as the webhook's ServiceAccount")
     if pod.get("securityContext", {}).get("seccompProfile", {}).get("type") != "RuntimeDefault":
@@ -439,6 +521,8 @@ for arg in sys.argv[1:]:
         where = f"{name} {doc['kind']}/{doc['metadata']['name']}"
         if doc["kind"] == "MutatingWebhookConfiguration":
             timeouts += list(check_webhook(where, doc, namespace))
+        elif doc["kind"] == "Deployment" and is_audit(doc):
+            check_audit_deployment(where, doc, docs)
         elif doc["kind"] == "Deployment":
             check_webhook_deployment(where, doc, configs)
         elif doc["kind"] == "StatefulSet":
@@ -451,7 +535,7 @@ for arg in sys.argv[1:]:
             check_audit_cronjob(where, doc, docs)
     # A helm test Pod or an audit pod must not look like a webhook pod to the Service,
     # the PDB or the pods' anti-affinity (it would be sent reviews, or never be scheduled).
-    selectors = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "Deployment"]
+    selectors = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "Deployment" and not is_audit(d)]
     for doc in docs:
         annotations = doc["metadata"].get("annotations") or {}
         labels = None
@@ -459,7 +543,9 @@ for arg in sys.argv[1:]:
             labels = doc["metadata"].get("labels") or {}
         elif doc["kind"] == "CronJob":
             labels = doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"].get("labels") or {}
-        if labels is not None and any(all(labels.get(k) == v for k, v in sel.items()) for sel in selectors):
+        elif doc["kind"] == "Deployment" and is_audit(doc):
+            labels = doc["spec"]["template"]["metadata"].get("labels") or {}
+        if labels is not None and any(matches(sel, labels) for sel in selectors):
             fail(f"{name} {doc['kind']}/{doc['metadata']['name']}", "its pods carry the webhook pods' selector labels")
     for cm, config in configs.items():
         for t in timeouts:
@@ -513,14 +599,89 @@ if grep -q "kind: ResourceQuota" <<<"$unprioritised"; then
 fi
 echo "ResourceQuota: only with a system-* priorityClassName"
 
-step "the scheduled audit only when asked for"
-if "$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe \
-  --kube-version "${KUBE_VERSIONS[1]}" | grep -Eq "^kind: (CronJob|ClusterRole|ClusterRoleBinding)$"; then
-  die "the default values render the audit's CronJob or cluster-wide RBAC (audit.enabled defaults to false)"
+step "the audit only when asked for, a watch unless a CronJob is asked for"
+if "$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe --kube-version "${KUBE_VERSIONS[1]}" \
+  | grep -Eq "^kind: (CronJob|ClusterRole|ClusterRoleBinding)$|^ *app.kubernetes.io/component: audit$"; then
+  die "the default values render audit objects or cluster-wide RBAC (audit.enabled defaults to false)"
 fi
-renders stsguard "  concurrencyPolicy: Forbid" --set audit.enabled=true
-renders stsguard '  schedule: "*/10 * * * *"' --set audit.enabled=true
-echo "audit: off by default, every 10 minutes when enabled"
+renders stsguard "    type: Recreate" --set audit.enabled=true
+renders stsguard "            - --watch" --set audit.enabled=true
+renders stsguard '            - "2s"' --set audit.enabled=true
+renders stsguard "  concurrencyPolicy: Forbid" --set audit.enabled=true --set audit.mode=cronjob
+renders stsguard '  schedule: "*/10 * * * *"' --set audit.enabled=true --set audit.mode=cronjob
+echo "audit: off by default; when enabled a watch (reports every 2s), or every 10 minutes in cronjob mode"
+
+# The two modes run one container: rendered from the same values, the watch's pod is
+# the CronJob's plus what watching needs, minus what a run to completion needs. Every
+# ci values file, with the audit turned on in each mode.
+modes=()
+while IFS= read -r values; do
+  label=$(basename "${values:-default}" .yaml)
+  for mode in cronjob watch; do
+    file="$out/audit-$mode-$label.yaml"
+    "$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe --kube-version "${KUBE_VERSIONS[2]}" \
+      ${values:+--values "$values"} --set audit.enabled=true --set audit.mode=$mode >"$file"
+  done
+  modes+=("$label")
+done < <(values_files stsguard)
+PYTHONPATH="$PYTHON_TOOLS" python3 - "$out" "${modes[@]}" <<'PY'
+import sys
+
+import yaml
+
+# What only the watch has (flags with their values, env vars, pod and container
+# fields), and what only the CronJob's run to completion has.
+WATCH_FLAGS = {"--watch": 0, "--report-interval": 1, "--metrics-listen": 1}
+WATCH_ENV = {"STSGUARD_AUDIT_WATCH", "STSGUARD_AUDIT_REPORT_INTERVAL", "STSGUARD_AUDIT_METRICS_LISTEN"}
+WATCH_CONTAINER = {"ports", "startupProbe", "livenessProbe", "readinessProbe"}
+WATCH_POD = {"terminationGracePeriodSeconds"}
+CRONJOB_ENV = {"STSGUARD_AUDIT_FINDINGS_EXIT_CODE"}
+CRONJOB_POD = {"restartPolicy"}
+
+
+def audit_pod(path, kind):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    [workload] = [d for d in docs if d["kind"] == kind
+                  and d["metadata"]["labels"].get("app.kubernetes.io/component") == "audit"]
+    spec = workload["spec"]
+    return (spec["jobTemplate"]["spec"] if kind == "CronJob" else spec)["template"]["spec"]
+
+
+def without(pod, pod_keys, container_keys, env_names, flags):
+    pod = {k: v for k, v in pod.items() if k not in pod_keys}
+    containers = []
+    for c in pod["containers"]:
+        c = {k: v for k, v in c.items() if k not in container_keys}
+        c["env"] = [e for e in c.get("env", []) if e["name"] not in env_names]
+        args, rest = [], list(c.get("args", []))
+        while rest:
+            arg = rest.pop(0)
+            if arg in flags:
+                del rest[:flags[arg]]
+            else:
+                args.append(arg)
+        c["args"] = args
+        containers.append(c)
+    pod["containers"] = containers
+    return pod
+
+
+out, labels = sys.argv[1], sys.argv[2:]
+problems = []
+for label in labels:
+    cronjob = audit_pod(f"{out}/audit-cronjob-{label}.yaml", "CronJob")
+    watch = audit_pod(f"{out}/audit-watch-{label}.yaml", "Deployment")
+    c = without(cronjob, CRONJOB_POD, set(), CRONJOB_ENV, {})
+    w = without(watch, WATCH_POD, WATCH_CONTAINER, WATCH_ENV, WATCH_FLAGS)
+    if c != w:
+        problems.append(f"{label}: the audit's pod differs between the modes beyond the watch's own settings:\n"
+                        f"    cronjob {yaml.safe_dump(c)}\n    watch {yaml.safe_dump(w)}")
+    if watch == w or cronjob == c:
+        problems.append(f"{label}: the watch's or the CronJob's own settings are missing")
+if problems:
+    sys.exit("check-charts: " + "\n".join(problems))
+print(f"audit: the same pod in both modes but for the watch's own settings ({len(labels)} values files)")
+PY
 
 step "registry settings on every container that loads policies, and only when set"
 # ci/oci-values.yaml sets every registry value: each must reach the server, the
@@ -536,8 +697,9 @@ import yaml
 
 values = yaml.safe_load(open(sys.argv[1]))["registry"]
 docs = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
-deployment = next(d for d in docs if d["kind"] == "Deployment")
-cronjob = next((d for d in docs if d["kind"] == "CronJob"), None)
+is_audit = lambda d: d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "audit"
+deployment = next(d for d in docs if d["kind"] == "Deployment" and not is_audit(d))
+audit = next((d for d in docs if d["kind"] in ("CronJob", "Deployment") and is_audit(d)), None)
 pod = deployment["spec"]["template"]["spec"]
 containers = {"server": (pod["containers"][0], pod)}
 compile_ = [c for c in pod.get("initContainers", []) if c["name"] == "compile"]
@@ -546,11 +708,12 @@ if compile_:
     containers["compile init container"] = (compile_[0], pod)
 else:
     problems.append("no compile init container, although config.policies has oci:// modules")
-if cronjob:
-    audit_pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+if audit:
+    spec = audit["spec"]["jobTemplate"]["spec"] if audit["kind"] == "CronJob" else audit["spec"]
+    audit_pod = spec["template"]["spec"]
     containers["audit"] = (audit_pod["containers"][0], audit_pod)
 else:
-    problems.append("no audit CronJob (the values enable it)")
+    problems.append("no audit CronJob or Deployment (the values enable it)")
 wanted = {
     "STSGUARD_INSECURE_REGISTRIES": ",".join(values["insecure"]),
     "STSGUARD_REGISTRY_TIMEOUT": values["timeout"],
@@ -632,6 +795,9 @@ reject stsguard "do not apply to pods in the node's network" --set hostNetwork=t
 reject stsguard "must be at least replicaCount x 2 + 2" --set criticalPodsQuota.pods=3
 reject stsguard "Additional property" --set webhoook.timeoutSeconds=5
 reject stsguard "Additional property" --set audit.enable=true
+reject stsguard "audit.mode" --set audit.mode=stream
+reject stsguard "reportInterval" --set audit.reportInterval=0s
+reject stsguard "reportInterval" --set audit.reportInterval=2
 reject counter-app "podManagementPolicy" --set podManagementPolicy=Sequential
 reject counter-app "type" --set updateStrategy.type=Recreate
 reject counter-app "size" --set persistence.size=lots

@@ -17,7 +17,8 @@
 //!  each dirty namespace's report, server-side applied (a failed write stays dirty)
 //! ```
 //!
-//! Only a changed verdict dirties a namespace: a StatefulSet's status changes
+//! Only a changed verdict dirties a namespace (and logs, once per object and
+//! finding): a StatefulSet's status changes
 //! with every pod it starts, and re-evaluating it costs a few hundred
 //! microseconds, but rewriting its namespace's report each time would not be
 //! free for the API server. Reports are never written before the first list is
@@ -349,7 +350,14 @@ pub async fn watch(
                         evaluated += 1;
                         let item = serde_json::to_value(&object).expect("an object serializes");
                         let evaluation = auditor.evaluate(Target::from_item(item), evaluated);
-                        log_finding(&evaluation);
+                        // Once per object and finding: a status update that
+                        // changes nothing is not another line.
+                        let target = &evaluation.target;
+                        if state.finding(&target.namespace, &target.name)
+                            != Some(evaluation.finding.label())
+                        {
+                            log_finding(&evaluation);
+                        }
                         metrics
                             .evaluations
                             .get_or_create(&ResultLabels { result: evaluation.finding.label() })

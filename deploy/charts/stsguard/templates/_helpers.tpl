@@ -124,8 +124,7 @@ stay below timeoutSeconds: the API server would give up before the server answer
 {{- $limitMs := mul (int .Values.webhook.timeoutSeconds) 1000 -}}
 {{- $ms := div (mul $limitMs 8) 10 -}}
 {{- with .Values.config.requestTimeout }}
-{{- $n := int (regexFind "^[0-9]+" .) -}}
-{{- $ms = ternary $n (mul $n 1000) (hasSuffix "ms" .) -}}
+{{- $ms = int (include "stsguard.durationMs" .) -}}
 {{- end }}
 {{- if ge (int $ms) (int $limitMs) }}
 {{- fail (printf "config.requestTimeout (%s) must be below webhook.timeoutSeconds (%ds): the API server would give up before stsguard answers" .Values.config.requestTimeout (int .Values.webhook.timeoutSeconds)) }}
@@ -134,6 +133,15 @@ stay below timeoutSeconds: the API server would give up before the server answer
 {{- fail "config.requestTimeout must be positive" }}
 {{- end }}
 {{- $ms }}
+{{- end }}
+
+{{/*
+A duration as the server writes it (`<n>ms`, `<n>s`, `<n>m`, `<n>h`; the schema's
+`duration`) in milliseconds: the one place the chart reads durations.
+*/}}
+{{- define "stsguard.durationMs" -}}
+{{- $units := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 -}}
+{{- mul (int64 (regexFind "^[0-9]+" .)) (get $units (regexFind "[a-z]+$" .)) -}}
 {{- end }}
 
 {{/*
@@ -243,6 +251,45 @@ and the audit's: the credentials Secret and the CA bundle, each only when set.
 {{- end }}
 
 {{/*
+The volumes behind stsguard.policyMounts but the config (each pod lists that first,
+the server's followed by its tls): the cache, the policy modules, the registry
+volumes and extraVolumes. The server's pod and the audit's both use this, so that
+the audit always sees the server's modules.
+*/}}
+{{- define "stsguard.policyVolumes" -}}
+- name: cache
+  emptyDir:
+    sizeLimit: {{ .Values.cacheSizeLimit }}
+{{- range .Values.policyModules }}
+- name: module-{{ .name }}
+  {{- if and .configMap .image }}
+  {{- fail (printf "policyModules %q: set either configMap or image, not both" .name) }}
+  {{- else if .configMap }}
+  configMap:
+    name: {{ .configMap }}
+    items:
+      - key: {{ .file }}
+        path: {{ .file }}
+  {{- else if .image }}
+  {{- if not (semverCompare ">=1.31.0-0" $.Capabilities.KubeVersion.Version) }}
+  {{- fail (printf "policyModules %q: image volumes need Kubernetes >= 1.31 (enabled by default from 1.35); use configMap or initContainers" .name) }}
+  {{- end }}
+  image:
+    reference: {{ .image.reference | quote }}
+    pullPolicy: {{ .image.pullPolicy | default "IfNotPresent" }}
+  {{- else }}
+  {{- fail (printf "policyModules %q: set configMap or image" .name) }}
+  {{- end }}
+{{- end }}
+{{- with include "stsguard.registryVolumes" . }}
+{{- . | nindent 0 }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{- toYaml . | nindent 0 }}
+{{- end }}
+{{- end }}
+
+{{/*
 Where the registry credentials Secret and the CA bundle are mounted: directories of
 their own, never subPath, like every other mount here.
 */}}
@@ -298,24 +345,4 @@ keeps running to recheck.
   value: {{ . | quote }}
 {{- end }}
 {{- end -}}
-{{- end }}
-
-{{/*
-The scheduled audit's name (CronJob, ServiceAccount, ClusterRole and binding) and
-its labels: not the webhook pods' selector labels, so that the Service, the
-PodDisruptionBudget, the NetworkPolicy and the anti-affinity never take an audit
-pod for a webhook pod.
-*/}}
-{{- define "stsguard.auditName" -}}
-{{- printf "%s-audit" (include "stsguard.fullname" .) }}
-{{- end }}
-
-{{- define "stsguard.auditLabels" -}}
-helm.sh/chart: {{ include "stsguard.chart" . }}
-app.kubernetes.io/name: {{ include "stsguard.name" . }}-audit
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/component: audit
-app.kubernetes.io/part-of: stsguard
 {{- end }}
