@@ -7,12 +7,30 @@ use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
 use stsguard_e2e::audit::{
-    WatchingAudit, audit_writing_reports, ensure_policy_report_crd, policy_report,
-    report_results,
+    WatchingAudit, audit_writing_reports, ensure_policy_report_crd, policy_report, report_results,
 };
 use stsguard_e2e::fixtures::{bare_statefulset, compliant_statefulset};
 use stsguard_e2e::scenario::Policies;
 use stsguard_e2e::{Scenario, accepts};
+
+/// Makes the lab StatefulSet `web` compliant: probes, and the annotation that keeps
+/// OrderedReady (the field itself cannot change).
+async fn fix_web(s: &Scenario) -> anyhow::Result<()> {
+    let probes = &compliant_statefulset()["spec"]["template"]["spec"]["containers"][0];
+    accepts(s.patch(
+        "web",
+        json!({
+            "metadata": {"annotations": {"parallel.stsguard.io/ordered": "true"}},
+            "spec": {"template": {"spec": {"containers": [{
+                "name": "counter-app",
+                "readinessProbe": probes["readinessProbe"],
+                "livenessProbe": probes["livenessProbe"],
+            }]}}},
+        }),
+    ))
+    .await?;
+    Ok(())
+}
 
 /// (object, policy, result) of a report, for comparing.
 fn results(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
@@ -107,19 +125,7 @@ async fn audit_reports_what_the_policies_would_do_and_forgets_what_is_gone() -> 
 
     // Fix `web` (probes, and the annotation that keeps OrderedReady: the field itself
     // cannot change), delete `compliant`.
-    let probes = &compliant_statefulset()["spec"]["template"]["spec"]["containers"][0];
-    accepts(s.patch(
-        "web",
-        json!({
-            "metadata": {"annotations": {"parallel.stsguard.io/ordered": "true"}},
-            "spec": {"template": {"spec": {"containers": [{
-                "name": "counter-app",
-                "readinessProbe": probes["readinessProbe"],
-                "livenessProbe": probes["livenessProbe"],
-            }]}}},
-        }),
-    ))
-    .await?;
+    fix_web(&s).await?;
     let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &s.namespace);
     statefulsets
         .delete("compliant", &DeleteParams::default())
@@ -228,19 +234,7 @@ async fn the_watching_audit_follows_each_change_within_seconds() -> anyhow::Resu
     .await?;
 
     // Fixed, then deleted: the warnings go, then the object's results.
-    let probes = &compliant_statefulset()["spec"]["template"]["spec"]["containers"][0];
-    accepts(s.patch(
-        "web",
-        json!({
-            "metadata": {"annotations": {"parallel.stsguard.io/ordered": "true"}},
-            "spec": {"template": {"spec": {"containers": [{
-                "name": "counter-app",
-                "readinessProbe": probes["readinessProbe"],
-                "livenessProbe": probes["livenessProbe"],
-            }]}}},
-        }),
-    ))
-    .await?;
+    fix_web(&s).await?;
     Api::<StatefulSet>::namespaced(client.clone(), &s.namespace)
         .delete("compliant", &DeleteParams::default())
         .await?;

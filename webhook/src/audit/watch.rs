@@ -305,6 +305,8 @@ impl AuditMetrics {
 /// How the continuous audit runs.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
+    /// Which namespaces are watched.
+    pub scope: Scope,
     /// How often dirty namespaces' reports are written.
     pub report_interval: Duration,
     /// Only the StatefulSets this matches (never those that opted out).
@@ -315,7 +317,6 @@ pub struct WatchOptions {
 /// the reports) current, until `keep_going` says stop after an event or a tick.
 pub async fn watch(
     client: kube::Client,
-    scope: &Scope,
     auditor: Auditor<'_>,
     writer: Option<&Writer>,
     metrics: &AuditMetrics,
@@ -324,7 +325,7 @@ pub async fn watch(
     mut keep_going: impl FnMut(&WatchState) -> ControlFlow<()>,
 ) {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", "StatefulSet"));
-    let api: Api<DynamicObject> = match scope {
+    let api: Api<DynamicObject> = match &options.scope {
         Scope::All => Api::all_with(client, &resource),
         Scope::Namespace(namespace) => Api::namespaced_with(client, namespace, &resource),
     };
@@ -520,12 +521,12 @@ mod tests {
         let mut state = WatchState::new(builtins().digests());
         let mut listed = None;
         let options = WatchOptions {
+            scope: Scope::All,
             report_interval: Duration::from_millis(20),
             selector: None,
         };
         let watching = watch(
             client,
-            &Scope::All,
             auditor(builtins()),
             None,
             &metrics,

@@ -193,10 +193,11 @@ fn start(args: AuditArgs) -> anyhow::Result<Verdict> {
         };
         if watch {
             let options = audit::WatchOptions {
+                scope,
                 report_interval,
                 selector,
             };
-            watch::run(client, scope, auditor, writer, options, metrics_listen).await?;
+            watch::run(client, auditor, writer, options, metrics_listen).await?;
             return Ok(Verdict::Compliant);
         }
         let lister = Lister::new(client, scope, selector);

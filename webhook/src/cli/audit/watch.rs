@@ -12,11 +12,10 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
-use crate::audit::{self, AuditMetrics, Auditor, Scope, WatchOptions, WatchState, Writer};
+use crate::audit::{self, AuditMetrics, Auditor, WatchOptions, WatchState, Writer};
 
 pub async fn run(
     client: kube::Client,
-    scope: Scope,
     auditor: Auditor<'_>,
     writer: Option<Writer>,
     options: WatchOptions,
@@ -51,11 +50,10 @@ pub async fn run(
             stop.store(true, Ordering::Relaxed);
         }
     });
-    tracing::info!(%scope, reports = writer.is_some(), "audit: watching StatefulSets");
+    tracing::info!(scope = %options.scope, reports = writer.is_some(), "audit: watching StatefulSets");
     let mut state = WatchState::new(auditor.policies.digests());
     audit::watch(
         client,
-        &scope,
         auditor,
         writer.as_ref(),
         &metrics,
