@@ -285,11 +285,20 @@ fn pinned_tags(state: &AppState) -> impl Iterator<Item = OciReference> + use<> {
 }
 
 /// Whether any served tag points elsewhere now. A registry that cannot be asked
-/// moves nothing: the pinned digest keeps serving.
+/// moves nothing: the pinned digest keeps serving. The tags are asked in
+/// parallel, so an unreachable registry holds up the reload loop (and a config
+/// change waiting behind it) for one `--registry-timeout`, not one per tag.
 async fn tags_moved(state: &AppState, registry: &Registry) -> bool {
+    let pinned: Vec<OciReference> = pinned_tags(state).collect();
+    let answers = futures_util::future::join_all(
+        pinned
+            .iter()
+            .map(|reference| registry.resolve_tag(reference)),
+    )
+    .await;
     let mut moved = false;
-    for pinned in pinned_tags(state) {
-        match registry.resolve_tag(&pinned).await {
+    for (pinned, answer) in pinned.iter().zip(answers) {
+        match answer {
             Ok(digest) if Some(&digest) != pinned.digest.as_ref() => {
                 tracing::info!(reference = %pinned, now = %digest, "a policy's tag moved; reloading");
                 moved = true;
