@@ -32,6 +32,27 @@ async fn fix_web(s: &Scenario) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One result of a report: (object, policy, result).
+type Row = (&'static str, &'static str, &'static str);
+/// The lab StatefulSet `web` as written: probes and parallel would change it.
+const WEB_AS_WRITTEN: [Row; 3] = [
+    ("web", "parallel", "warn"),
+    ("web", "probes", "warn"),
+    ("web", "volume-claims", "pass"),
+];
+/// `web` after [`fix_web`].
+const WEB_FIXED: [Row; 3] = [
+    ("web", "parallel", "pass"),
+    ("web", "probes", "pass"),
+    ("web", "volume-claims", "pass"),
+];
+/// The compliant StatefulSet.
+const COMPLIANT: [Row; 3] = [
+    ("compliant", "parallel", "pass"),
+    ("compliant", "probes", "pass"),
+    ("compliant", "volume-claims", "pass"),
+];
+
 /// (object, policy, result) of a report, for comparing.
 fn results(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
     rows.iter()
@@ -90,17 +111,7 @@ async fn audit_reports_what_the_policies_would_do_and_forgets_what_is_gone() -> 
     );
     let mut rows = report_results(&report);
     rows.sort();
-    assert_eq!(
-        rows,
-        results(&[
-            ("compliant", "parallel", "pass"),
-            ("compliant", "probes", "pass"),
-            ("compliant", "volume-claims", "pass"),
-            ("web", "parallel", "warn"),
-            ("web", "probes", "warn"),
-            ("web", "volume-claims", "pass"),
-        ])
-    );
+    assert_eq!(rows, results(&[COMPLIANT, WEB_AS_WRITTEN].concat()));
     assert_eq!(
         report["summary"],
         json!({"pass": 4, "fail": 0, "warn": 2, "error": 0, "skip": 0})
@@ -150,11 +161,7 @@ async fn audit_reports_what_the_policies_would_do_and_forgets_what_is_gone() -> 
     rows.sort();
     assert_eq!(
         rows,
-        results(&[
-            ("web", "parallel", "pass"),
-            ("web", "probes", "pass"),
-            ("web", "volume-claims", "pass"),
-        ]),
+        results(&WEB_FIXED),
         "the deleted object's and the fixed warnings' results are gone"
     );
     assert_eq!(
@@ -206,11 +213,7 @@ async fn the_watching_audit_follows_each_change_within_seconds() -> anyhow::Resu
         &client,
         &s.namespace,
         &mut audit,
-        &[
-            ("web", "parallel", "warn"),
-            ("web", "probes", "warn"),
-            ("web", "volume-claims", "pass"),
-        ],
+        &WEB_AS_WRITTEN,
         "an existing object that is not compliant",
     )
     .await?;
@@ -221,14 +224,7 @@ async fn the_watching_audit_follows_each_change_within_seconds() -> anyhow::Resu
         &client,
         &s.namespace,
         &mut audit,
-        &[
-            ("compliant", "parallel", "pass"),
-            ("compliant", "probes", "pass"),
-            ("compliant", "volume-claims", "pass"),
-            ("web", "parallel", "warn"),
-            ("web", "probes", "warn"),
-            ("web", "volume-claims", "pass"),
-        ],
+        &[COMPLIANT, WEB_AS_WRITTEN].concat(),
         "a created object",
     )
     .await?;
@@ -242,11 +238,7 @@ async fn the_watching_audit_follows_each_change_within_seconds() -> anyhow::Resu
         &client,
         &s.namespace,
         &mut audit,
-        &[
-            ("web", "parallel", "pass"),
-            ("web", "probes", "pass"),
-            ("web", "volume-claims", "pass"),
-        ],
+        &WEB_FIXED,
         "a fixed object and a deleted one",
     )
     .await?;

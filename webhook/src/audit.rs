@@ -60,7 +60,7 @@ use crate::admission::{self, Decision};
 use crate::chain::{PolicySet, Selection};
 use crate::review::{self, ReviewRequest};
 
-pub use list::{ListError, Lister, Retry, Scope, describe_error};
+pub use list::{ListError, Lister, Retry, Scope};
 pub use policy_report::{PolicyReport, ReportError, Reports, Writer};
 pub use result::{Finding, classify};
 pub use watch::{AuditMetrics, WatchOptions, WatchState, watch};

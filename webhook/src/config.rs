@@ -193,6 +193,17 @@ impl Config {
         Ok(config)
     }
 
+    /// The registry references of the `oci://` modules, each once.
+    pub fn oci_references(&self) -> std::collections::BTreeSet<&OciReference> {
+        self.policies
+            .iter()
+            .filter_map(|policy| match &policy.module {
+                ModuleSource::Oci(reference) => Some(reference),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The config in `path`, or the defaults (the built-ins) when there is none.
     pub fn load_or_default(path: Option<&Path>) -> Result<Self, ConfigError> {
         path.map_or_else(|| Ok(Self::default()), Self::load)

@@ -45,6 +45,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod engine;
+mod errors;
 mod evaluators;
 mod metrics;
 pub mod registry;

@@ -22,7 +22,7 @@ mod cache;
 pub mod credentials;
 pub mod reference;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ use self::artifact::{ACCEPTED_MANIFESTS, Artifact, Descriptor};
 use self::cache::ArtifactCache;
 use self::credentials::{Credential, Credentials};
 pub use self::reference::OciReference;
-use crate::config::{Config, ModuleSource};
+use crate::config::Config;
 
 /// The size limit of a policy component, unless configured: twice the largest
 /// example policy (Python, 19 MB).
@@ -124,6 +124,16 @@ pub struct RegistryError {
     pub message: String,
 }
 
+impl RegistryError {
+    /// Makes the errors of an operation on `reference`.
+    fn about(reference: &OciReference) -> impl Fn(String) -> Self + Copy + '_ {
+        move |message| Self {
+            reference: reference.to_string(),
+            message,
+        }
+    }
+}
+
 /// A registry client with stsguard's rules: size limit, timeouts, cache.
 #[derive(Clone)]
 pub struct Registry {
@@ -171,18 +181,13 @@ impl Registry {
 
     /// Pulls every distinct `oci://` module `config` names, in parallel.
     pub async fn pull_config(&self, config: &Config) -> Result<Pulled, RegistryError> {
-        let references: BTreeSet<&OciReference> = config
-            .policies
-            .iter()
-            .filter_map(|policy| match &policy.module {
-                ModuleSource::Oci(reference) => Some(reference),
-                _ => None,
-            })
-            .collect();
-        let pulls = references.into_iter().map(|reference| async move {
-            let pulled = self.pull(reference).await?;
-            Ok::<_, RegistryError>((reference.clone(), pulled))
-        });
+        let pulls = config
+            .oci_references()
+            .into_iter()
+            .map(|reference| async move {
+                let pulled = self.pull(reference).await?;
+                Ok::<_, RegistryError>((reference.clone(), pulled))
+            });
         let pulled = futures_util::future::try_join_all(pulls).await?;
         Ok(Pulled(pulled.into_iter().collect()))
     }
@@ -190,10 +195,7 @@ impl Registry {
     /// Pulls one artifact's component: from the cache when the reference names
     /// a digest already there, else from the registry (and into the cache).
     pub async fn pull(&self, reference: &OciReference) -> Result<PulledModule, RegistryError> {
-        let error = |message: String| RegistryError {
-            reference: reference.to_string(),
-            message,
-        };
+        let error = RegistryError::about(reference);
         if let Some(digest) = &reference.digest
             && let Some(bytes) = self.cached(digest)
         {
@@ -249,10 +251,7 @@ impl Registry {
 
     /// The manifest digest `reference`'s tag points to now (a HEAD request).
     pub async fn resolve_tag(&self, reference: &OciReference) -> Result<String, RegistryError> {
-        let error = |message: String| RegistryError {
-            reference: reference.to_string(),
-            message,
-        };
+        let error = RegistryError::about(reference);
         let tagged = reference
             .tag_only()
             .ok_or_else(|| error("it has no tag".into()))?;
@@ -283,10 +282,7 @@ impl Registry {
         anatomy: &crate::engine::anatomy::Anatomy,
         reference: &OciReference,
     ) -> Result<String, RegistryError> {
-        let error = |message: String| RegistryError {
-            reference: reference.to_string(),
-            message,
-        };
+        let error = RegistryError::about(reference);
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let artifact = Artifact::new(component, anatomy, &created);
         if let Some(digest) = &reference.digest
@@ -589,7 +585,7 @@ fn explain(
             "the registry's answer fails its digest check: {cause}"
         )),
         OciDistributionError::RequestError(cause) => {
-            let chain = error_chain(cause);
+            let chain = crate::errors::describe_error(cause);
             let hint = if chain.contains("certificate") || chain.contains("UnknownIssuer") {
                 "; if the registry's certificate is signed by a private CA, give its PEM \
                  with --registry-ca"
@@ -603,20 +599,6 @@ fn explain(
         }
         other => Failure::Refused(format!("{registry}: {other}")),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let message = cause.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The certificates of a PEM bundle, each given to the client on its own (a

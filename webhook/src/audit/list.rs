@@ -12,6 +12,8 @@ use kube::Client;
 use kube::api::ListParams;
 use serde_json::Value;
 
+use crate::errors::describe_error;
+
 /// Objects per page: the API server's recommended chunk size (kubectl's too).
 pub const PAGE_SIZE: u32 = 500;
 
@@ -283,21 +285,6 @@ pub(super) fn describe_kube_error(error: &kube::Error) -> String {
     }
 }
 
-/// An error and its sources in one line, each cause once: kube's and hyper's
-/// errors often repeat their source in their own message, and often do not.
-pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let message = cause.to_string();
-        if !text.contains(&message) {
-            text = format!("{text}: {message}");
-        }
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,21 +306,6 @@ mod tests {
         assert_eq!(team.to_string(), "in namespace \"team-a\"");
         assert_eq!(Scope::All.path(), "/apis/apps/v1/statefulsets");
         assert_eq!(Scope::All.to_string(), "in all namespaces");
-    }
-
-    #[test]
-    fn a_cause_is_named_once() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer: inner")]
-        struct Repeats(#[source] Inner);
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer")]
-        struct Hides(#[source] Inner);
-        #[derive(Debug, thiserror::Error)]
-        #[error("inner")]
-        struct Inner;
-        assert_eq!(describe_error(&Repeats(Inner)), "outer: inner");
-        assert_eq!(describe_error(&Hides(Inner)), "outer: inner");
     }
 
     #[test]

@@ -37,10 +37,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::list::{Scope, describe_error, with_opt_out};
+use super::list::{Scope, with_opt_out};
 use super::policy_report::{PolicyReport, ReportResult, Writer, results_of};
 use super::{Auditor, Evaluation, Target, log_finding};
 use crate::audit::policy_report::Timestamp;
+use crate::errors::describe_error;
 
 /// The results of every watched StatefulSet, by namespace and name.
 #[derive(Debug, Default)]
@@ -62,21 +63,34 @@ struct Entry {
 }
 
 impl Entry {
-    /// The same verdict, whenever it was reached.
+    /// The same verdict, whenever it was reached (what a status update that
+    /// changes nothing yields: compared without copying the results).
     fn same_verdict(&self, other: &Entry) -> bool {
-        let strip = |results: &[ReportResult]| {
-            results
-                .iter()
-                .map(|result| ReportResult {
-                    timestamp: Timestamp {
-                        seconds: 0,
-                        nanos: 0,
-                    },
-                    ..result.clone()
-                })
-                .collect::<Vec<_>>()
+        let same = |a: &ReportResult, b: &ReportResult| {
+            // Every field but the time (a new field must be named here).
+            let ReportResult {
+                policy,
+                source,
+                result,
+                message,
+                resources,
+                properties,
+                timestamp: _,
+            } = a;
+            *policy == b.policy
+                && *source == b.source
+                && *result == b.result
+                && *message == b.message
+                && *resources == b.resources
+                && *properties == b.properties
         };
-        self.finding == other.finding && strip(&self.results) == strip(&other.results)
+        self.finding == other.finding
+            && self.results.len() == other.results.len()
+            && self
+                .results
+                .iter()
+                .zip(&other.results)
+                .all(|(a, b)| same(a, b))
     }
 }
 

@@ -178,7 +178,7 @@ fn start(args: AuditArgs) -> anyhow::Result<Verdict> {
         let client = kube::Client::try_default().await.map_err(|error| {
             anyhow::anyhow!(
                 "could not make a Kubernetes client from the kubeconfig ($KUBECONFIG, ~/.kube/config) or the pod's service account: {}",
-                audit::describe_error(&error)
+                crate::errors::describe_error(&error)
             )
         })?;
         let scope = match (all_namespaces, namespace) {

@@ -86,11 +86,7 @@ pub fn load_policies(
 /// [`Registry::pull_config`] from synchronous code; no runtime is started for a
 /// config without `oci://` modules.
 pub fn pull_blocking(registry: &Registry, config: &Config) -> anyhow::Result<Pulled> {
-    if !config
-        .policies
-        .iter()
-        .any(|policy| matches!(policy.module, crate::config::ModuleSource::Oci(_)))
-    {
+    if config.oci_references().is_empty() {
         return Ok(Pulled::default());
     }
     block_on(registry.pull_config(config))
