@@ -1,7 +1,12 @@
-//! The threads that evaluate reviews: a fixed pool fed by a queue.
+//! The threads that evaluate reviews of suspect policies: a fixed pool fed by a
+//! queue.
 //!
-//! A policy is synchronous CPU work that may run up to its timeout, so it does
-//! not run on the async workers that serve HTTP. It used to run on tokio's
+//! A policy is synchronous CPU work that may run up to its timeout, so one that
+//! has timed out, trapped or run slow does not run on the async workers that
+//! serve HTTP: its reviews come here, and a looping policy holds up these
+//! threads, not the healthy reviews (a policy with a clean record runs on the
+//! worker that read the review; handing it here and back costs two thread
+//! wake-ups, measured as most of a review's latency at low load). It used to run on tokio's
 //! blocking pool behind a semaphore; then a finished evaluation released its
 //! permit, a waiting handler had to be scheduled to take it and hand the next
 //! review to a blocking thread — and under load the cores sat idle in between
@@ -13,6 +18,7 @@
 //! runs with no time left, the chain answers with each policy's failurePolicy.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +33,22 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Clone, Debug)]
 pub struct Evaluators {
     queue: mpsc::Sender<Job>,
+    /// Evaluations queued or running on the threads, plus the one running
+    /// inline (see [`Evaluators::inline_turn`]).
+    busy: Arc<AtomicUsize>,
+}
+
+/// One evaluation in progress, counted as the pool's business until dropped:
+/// a job on the threads, or a review evaluated inline.
+#[derive(Debug)]
+pub struct Evaluating {
+    busy: Arc<AtomicUsize>,
+}
+
+impl Drop for Evaluating {
+    fn drop(&mut self) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The pool could not run the job: its threads are gone, or the job panicked.
@@ -35,18 +57,35 @@ pub struct Evaluators {
 pub struct Lost;
 
 impl Evaluators {
-    /// Starts `threads` evaluation threads (at least one).
-    pub fn start(threads: usize) -> Self {
+    /// Starts `threads` evaluation threads (at least one), named `NAME-INDEX`.
+    pub fn start(name: &str, threads: usize) -> Self {
         let (queue, jobs) = mpsc::channel::<Job>(QUEUE);
         let jobs = Arc::new(Mutex::new(jobs));
         for index in 0..threads.max(1) {
             let jobs = jobs.clone();
             std::thread::Builder::new()
-                .name(format!("stsguard-eval-{index}"))
+                .name(format!("{name}-{index}"))
                 .spawn(move || work(&jobs))
                 .expect("spawning an evaluation thread");
         }
-        Self { queue }
+        Self {
+            queue,
+            busy: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// A turn to evaluate on the caller's (async) thread, given only when
+    /// nothing else is evaluating. Idle, the hand-off to a pool thread and back
+    /// is two wake-ups of sleeping threads, most of a review's latency; busy, a
+    /// pool thread takes the next review without sleeping, and the async
+    /// workers are better left reading and writing the other connections.
+    pub fn inline_turn(&self) -> Option<Evaluating> {
+        self.busy
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| Evaluating {
+                busy: self.busy.clone(),
+            })
     }
 
     /// Runs `f` on a pool thread and waits for its result.
@@ -56,8 +95,14 @@ impl Evaluators {
         F: FnOnce() -> R + Send + 'static,
     {
         let (done, result) = oneshot::channel();
+        // Counted from the handler until the job ends (or is dropped unrun).
+        let turn = Evaluating {
+            busy: self.busy.clone(),
+        };
+        turn.busy.fetch_add(1, Ordering::AcqRel);
         let job: Job = Box::new(move || {
             let _ = done.send(f());
+            drop(turn);
         });
         self.queue.send(job).await.map_err(|_| Lost)?;
         result.await.map_err(|_| Lost)
@@ -90,7 +135,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn runs_jobs_on_its_threads_and_survives_a_panic() {
-        let pool = Evaluators::start(2);
+        let pool = Evaluators::start("stsguard-eval", 2);
         let name = pool
             .run(|| std::thread::current().name().map(str::to_owned))
             .await

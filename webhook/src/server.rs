@@ -3,19 +3,26 @@
 //!
 //! ```text
 //!   TCP ─► rustls (h2 / http1.1) ─► hyper ─► axum Router
-//!     POST /mutate            whole chain      ┐  body ─► wait for policies ─► queue
-//!     POST /mutate/{policy}   one policy       ┘  ─► parse + decide (evaluation thread)
+//!     POST /mutate            whole chain      ┐  body ─► wait for policies ─► trusted?
+//!     POST /mutate/{policy}   one policy       ┘  ─► parse + decide (here, or on an evaluation thread)
 //!     GET  /healthz /readyz /metrics
 //! ```
 //!
-//! Handlers are thin: they read the body and queue the bytes for a fixed pool of
-//! evaluation threads ([`evaluators`](crate::evaluators)), which parse them
-//! ([`review::parse`]) and run [`admission::decide`], because a policy is
-//! synchronous CPU work that may run up to its timeout. The pool's size bounds
-//! how many evaluations run at once (and so the engine's instance slots); a
-//! review waiting in the queue still counts against its deadline, and one that
-//! runs out of time is answered by its policies' failurePolicy, never left
-//! hanging.
+//! Handlers read the body, then parse it ([`review::parse`]) and run
+//! [`admission::decide`] where the review's policies deserve it. A policy is
+//! synchronous CPU work that may run up to its timeout, so where it runs is the
+//! isolation: a review of suspect policies (one has timed out, trapped or run
+//! slow lately, or never run yet; see [`chain`](crate::chain)'s guard) is always
+//! queued for a fixed pool of evaluation threads ([`evaluators`](crate::evaluators)),
+//! so a looping policy holds up those threads, never the async workers. A review
+//! whose policies are all *trusted* is decided on the async worker that read it
+//! when nothing else is evaluating (30-200 µs; at low load the hand-off to a
+//! sleeping thread and back was most of the latency), and on the pool under load
+//! (where a thread that finishes takes the next review without sleeping). The workers (one
+//! per core) and the pool's size bound how many evaluations run at once (and so
+//! the engine's instance slots); a review waiting in the queue still counts
+//! against its deadline, and one that runs out of time is answered by its
+//! policies' failurePolicy, never left hanging.
 //!
 //! A parseable review is always answered with an AdmissionReview, never a 5xx:
 //! an unreadable one gets `allowed: false` with code 400 and the reason; one
@@ -96,7 +103,12 @@ pub(crate) struct Served {
 pub struct AppState {
     served: watch::Sender<Option<Arc<Served>>>,
     pub(crate) metrics: Arc<Metrics>,
-    evaluators: Evaluators,
+    /// Evaluation threads for reviews of trusted policies, when they do not run
+    /// inline.
+    trusted: Evaluators,
+    /// Evaluation threads for reviews of suspect policies: what a looping
+    /// policy holds up.
+    suspect: Evaluators,
     /// Set on SIGTERM: `/readyz` says 503 from then on, reviews are still answered.
     draining: Arc<AtomicBool>,
 }
@@ -108,7 +120,8 @@ impl AppState {
         Self {
             served: watch::Sender::new(None),
             metrics,
-            evaluators: Evaluators::start(max_concurrent_evaluations),
+            trusted: Evaluators::start("stsguard-eval", max_concurrent_evaluations),
+            suspect: Evaluators::start("stsguard-suspect", max_concurrent_evaluations.div_ceil(2)),
             draining: Arc::default(),
         }
     }
@@ -222,15 +235,35 @@ async fn review(state: AppState, only: Option<String>, body: Body) -> Response {
         )
             .into_response();
     }
-    // Waiting in the queue uses up the deadline; if it runs out, the chain sees
-    // no time left and each policy's failurePolicy decides.
+    // Policies with a clean record run here, on the worker that read the body,
+    // when no other trusted review is evaluating: no hand-off to a sleeping
+    // thread and back. Under load they go to their own threads.
+    let trusted = served.policies.trusted(only.as_deref(), Instant::now());
+    if trusted && let Some(_turn) = state.trusted.inline_turn() {
+        return answer(
+            &state.metrics,
+            &served,
+            only.as_deref(),
+            &bytes,
+            deadline,
+            started,
+        );
+    }
+    // A suspect policy runs on threads of its own, so what it holds up is those,
+    // never the workers or the trusted reviews. Waiting in a queue uses up the
+    // deadline; if it runs out, the chain sees no time left and each
+    // failurePolicy decides.
+    let pool = if trusted {
+        &state.trusted
+    } else {
+        &state.suspect
+    };
     let metrics = state.metrics.clone();
     // Kept to name the review in the answer should the pool be gone (cheap: a
     // reference count).
     let bytes_for_uid = bytes.clone();
     let fails_closed = served.policies.fails_closed(only.as_deref());
-    let evaluation = state
-        .evaluators
+    let evaluation = pool
         .run(move || {
             answer(
                 &metrics,
@@ -305,8 +338,8 @@ async fn read_body(
     Ok(collected.freeze())
 }
 
-/// Parses, decides, records and answers one review, on an evaluation thread. All
-/// of it on one thread: the review's JSON is allocated and freed there, and a free
+/// Parses, decides, records and answers one review, on the worker or an
+/// evaluation thread. All of it on one thread: the review's JSON is allocated and freed there, and a free
 /// from another thread costs the allocator more (it showed up under load).
 fn answer(
     metrics: &Metrics,

@@ -325,6 +325,60 @@ async fn a_looping_policy_does_not_hold_up_other_reviews() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn reviews_of_trusted_policies_never_queue_behind_a_suspect_one() {
+    // One evaluation thread, held by a looping policy (never trusted: it never
+    // finished cleanly) with a second looping review queued behind it. A
+    // policy that has run cleanly is decided on the worker that read its review.
+    let server = TestServer::start_with(
+        "policies:
+  - {name: looper, module: SCRIPTED, timeout: 3s, failurePolicy: ignore, settings: {behaviour: loop}}
+  - {name: labeller, module: SCRIPTED, settings: {behaviour: label, key: a, value: b}}",
+        1,
+        ConnectionTimeouts::default(),
+    )
+    .await;
+    let review = lab_review();
+    // Its first review goes to the thread (nothing is known of it yet).
+    assert_eq!(
+        server.review("/mutate/labeller", &review).await["allowed"],
+        true
+    );
+    let looping: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url, body) = (
+                server.client.clone(),
+                server.url.clone(),
+                serde_json::to_vec(&review).unwrap(),
+            );
+            tokio::spawn(async move {
+                let response = client
+                    .post(format!("{url}/mutate/looper"))
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                response.json::<Value>().await.unwrap()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..50 {
+        let response = server.review("/mutate/labeller", &review).await;
+        assert_eq!(response["allowed"], true);
+        assert!(response["patch"].is_string(), "{response}");
+    }
+    assert!(
+        looping.iter().all(|task| !task.is_finished()),
+        "the labeller's reviews were answered while the looper held the evaluation thread"
+    );
+    for task in looping {
+        let looped = task.await.unwrap();
+        assert_eq!(looped["response"]["allowed"], true, "{looped}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_changed_config_is_applied_and_a_broken_one_is_not() {
     let server = TestServer::start(LABELLER).await;
     let review = lab_review();

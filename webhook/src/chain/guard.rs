@@ -14,24 +14,91 @@
 //! be in one healthy policy at once, and a cap below the thread count would fail
 //! healthy reviews.
 //!
+//! The guard also keeps the policy's **record** for the server's scheduling
+//! ([`crate::evaluators`]): a policy is *trusted* once one of its evaluations
+//! finished cleanly within [`SLOW`], and stays so until it times out, traps,
+//! hits its memory limit or runs longer than [`SLOW`]; then it is *suspect* for
+//! at least [`SUSPECT_FOR`] (and while its circuit is not closed). Reviews whose
+//! policies are all trusted run on the async worker that read them; the others
+//! on the evaluation threads, so a looping policy holds those, never the workers
+//! that serve healthy reviews.
+//!
 //! Only timeouts, traps and memory-limit failures count: they are the policy
 //! misbehaving. An error the policy returns ("cannot decide") or the server-wide
 //! memory budget being full does not open the circuit. The state lives with the
 //! loaded policy, so a reload starts every circuit closed.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::CircuitConfig;
 use crate::engine::EvalError;
 
-/// The bulkhead and circuit of one loaded policy.
+/// An evaluation that takes longer than this makes its policy suspect: an async
+/// worker must not be held that long, since the other connections it serves
+/// wait behind it. The built-ins take 30-60 µs, an interpreted policy a few
+/// milliseconds; the margin is for the wall clock, which counts the time a
+/// thread waits for a core (at saturation on 2 cores, 10 ms marked the
+/// built-ins suspect now and then).
+pub const SLOW: Duration = Duration::from_millis(50);
+
+/// How long a policy stays suspect after it misbehaved or ran slow, at least;
+/// longer while its circuit is open or half-open.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(300);
+
+/// The bulkhead, circuit and record of one loaded policy.
 #[derive(Debug)]
 pub(super) struct Guard {
     max_concurrent: Option<usize>,
     in_flight: AtomicUsize,
     circuit: Mutex<Circuit>,
+    record: Record,
+}
+
+/// Whether the policy has earned running on the async workers: lock-free, as
+/// every review asks it.
+#[derive(Debug)]
+struct Record {
+    /// The clock's origin for `suspect_until`.
+    origin: Instant,
+    /// One evaluation finished cleanly within [`SLOW`].
+    proven: AtomicBool,
+    /// Nanoseconds after `origin` until which the policy is suspect (0: never was).
+    suspect_until: AtomicU64,
+}
+
+impl Record {
+    fn new(origin: Instant) -> Self {
+        Self {
+            origin,
+            proven: AtomicBool::new(false),
+            suspect_until: AtomicU64::new(0),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn trusted(&self, now: Instant) -> bool {
+        self.proven.load(Ordering::Relaxed)
+            && self.nanos(now) >= self.suspect_until.load(Ordering::Relaxed)
+    }
+
+    /// Records one evaluation; true when it made a trusted policy suspect.
+    fn record(&self, clean: bool, now: Instant) -> bool {
+        if clean {
+            if !self.proven.load(Ordering::Relaxed) {
+                self.proven.store(true, Ordering::Relaxed);
+            }
+            return false;
+        }
+        let was_trusted = self.trusted(now);
+        let until = self.nanos(now + SUSPECT_FOR);
+        self.suspect_until.fetch_max(until, Ordering::Relaxed);
+        was_trusted
+    }
 }
 
 /// Why an evaluation was not run.
@@ -82,6 +149,7 @@ pub enum CircuitState {
 pub(super) struct Permit<'a> {
     guard: &'a Guard,
     probe: bool,
+    admitted: Instant,
 }
 
 impl Guard {
@@ -90,6 +158,7 @@ impl Guard {
             max_concurrent,
             in_flight: AtomicUsize::new(0),
             circuit: Mutex::new(Circuit::new(circuit)),
+            record: Record::new(Instant::now()),
         }
     }
 
@@ -97,7 +166,11 @@ impl Guard {
     pub(super) fn admit(&self, policy: &str, now: Instant) -> Result<Permit<'_>, Refusal> {
         let probe = self.circuit().admit(policy, now)?;
         let running = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let permit = Permit { guard: self, probe };
+        let permit = Permit {
+            guard: self,
+            probe,
+            admitted: now,
+        };
         if let Some(limit) = self.max_concurrent
             && running >= limit
         {
@@ -109,6 +182,13 @@ impl Guard {
 
     pub(super) fn state(&self, now: Instant) -> CircuitState {
         self.circuit().state(now)
+    }
+
+    /// Whether its evaluations may run on an async worker now: it has finished
+    /// one cleanly, has not misbehaved or run slow for [`SUSPECT_FOR`], and its
+    /// circuit is closed.
+    pub(super) fn trusted(&self, now: Instant) -> bool {
+        self.record.trusted(now) && self.state(now) == CircuitState::Closed
     }
 
     fn circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
@@ -127,6 +207,16 @@ impl Permit<'_> {
         self.guard
             .circuit()
             .record(policy, misbehaved, self.probe, now);
+        let took = now.saturating_duration_since(self.admitted);
+        if self.guard.record.record(!misbehaved && took <= SLOW, now) {
+            tracing::warn!(
+                policy,
+                took_ms = took.as_millis() as u64,
+                suspect_for = %humantime::format_duration(SUSPECT_FOR),
+                "policy suspect: it misbehaved or ran slow, so its reviews run on the \
+                 suspect evaluation threads, apart from the healthy ones"
+            );
+        }
         self.probe = false;
     }
 }
@@ -413,5 +503,64 @@ mod tests {
         let probe = guard.admit("p", later).unwrap();
         probe.finish("p", Ok(()), later);
         assert_eq!(guard.state(later), CircuitState::Closed);
+    }
+
+    #[test]
+    fn a_policy_is_trusted_once_it_ran_cleanly_and_suspect_after_misbehaving_or_running_slow() {
+        let guard = Guard::new(None, config(3));
+        let start = Instant::now();
+        let run = |at: Duration, took: Duration, result: Result<(), &EvalError>| {
+            guard
+                .admit("p", start + at)
+                .unwrap()
+                .finish("p", result, start + at + took)
+        };
+        let quick = Duration::from_micros(50);
+        assert!(!guard.trusted(start), "not before one clean evaluation");
+        run(Duration::ZERO, quick, Ok(()));
+        assert!(guard.trusted(start));
+
+        // A timeout: suspect for SUSPECT_FOR, though the circuit stays closed.
+        let timed_out = Duration::from_secs(1);
+        let deadline = Duration::from_millis(300);
+        run(timed_out, deadline, Err(&TIMEOUT));
+        assert_eq!(guard.state(start + timed_out), CircuitState::Closed);
+        run(timed_out + deadline, quick, Ok(()));
+        let suspect_until = timed_out + deadline + SUSPECT_FOR;
+        assert!(!guard.trusted(start + suspect_until - quick));
+        assert!(guard.trusted(start + suspect_until + quick));
+
+        // A clean but slow evaluation makes it suspect too.
+        let slow_at = Duration::from_secs(1000);
+        run(slow_at, SLOW + quick, Ok(()));
+        assert!(!guard.trusted(start + slow_at + SUSPECT_FOR - quick));
+        assert!(guard.trusted(start + slow_at + SLOW + SUSPECT_FOR + quick * 2));
+    }
+
+    #[test]
+    fn a_policy_whose_circuit_is_not_closed_is_never_trusted() {
+        let guard = Guard::new(
+            None,
+            CircuitConfig {
+                failures: 1,
+                cooldown: SUSPECT_FOR * 4,
+            },
+        );
+        let start = Instant::now();
+        guard.admit("p", start).unwrap().finish("p", Ok(()), start);
+        guard
+            .admit("p", start)
+            .unwrap()
+            .finish("p", Err(&TIMEOUT), start);
+        // The suspect time is over, the cooldown is not.
+        let later = start + SUSPECT_FOR * 2;
+        assert_eq!(guard.state(later), CircuitState::Open);
+        assert!(!guard.trusted(later));
+        // Past the cooldown, half-open until a test evaluation succeeds.
+        let after = start + SUSPECT_FOR * 5;
+        assert_eq!(guard.state(after), CircuitState::HalfOpen);
+        assert!(!guard.trusted(after));
+        guard.admit("p", after).unwrap().finish("p", Ok(()), after);
+        assert!(guard.trusted(after));
     }
 }

@@ -177,6 +177,16 @@ impl PolicySet {
             })
     }
 
+    /// Whether every selected policy is trusted now (see [`super::guard`]): then
+    /// the review may run on the async worker that read it, with no hand-off to
+    /// an evaluation thread.
+    pub fn trusted(&self, only: Option<&str>, now: Instant) -> bool {
+        self.policies
+            .iter()
+            .filter(|policy| only.is_none_or(|name| policy.name() == name))
+            .all(|policy| policy.guard.trusted(now))
+    }
+
     /// `kind` as a metric label: the kind when a policy of the set names it (the
     /// configuration bounds those), `other` for anything else a client sends.
     pub fn kind_label(&self, kind: &GroupVersionKind) -> String {

@@ -37,9 +37,10 @@ pub struct ServeArgs {
     /// localhost, 127.0.0.1 and ::1 are always included.
     #[arg(long, env = "STSGUARD_TLS_SAN", value_delimiter = ',')]
     tls_san: Vec<String>,
-    /// Policy evaluations that may run at once: the number of evaluation threads
-    /// [default: 2 per CPU core]. Each running evaluation may hold up to its
-    /// policy's memoryLimit.
+    /// Evaluation threads for reviews of suspect policies (ones that timed out,
+    /// trapped or ran slow lately) [default: 2 per CPU core]; reviews of trusted
+    /// policies run on the async workers (one per core) beside them. Each running
+    /// evaluation may hold up to its policy's memoryLimit.
     #[arg(long, env = "STSGUARD_MAX_CONCURRENT_EVALUATIONS")]
     max_concurrent_evaluations: Option<usize>,
     /// Linear memory all running policies may hold together (e.g. 128Mi): an
