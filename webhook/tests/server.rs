@@ -248,6 +248,23 @@ async fn deletes_pass_untouched() {
     server.stop().await;
 }
 
+/// Sends `review` to `path` without waiting; the task yields the AdmissionReview
+/// that comes back.
+fn review_in_background(
+    server: &TestServer,
+    path: &str,
+    review: &Value,
+) -> tokio::task::JoinHandle<Value> {
+    let request = server
+        .client
+        .post(format!("{}{path}", server.url))
+        .body(serde_json::to_vec(review).unwrap());
+    tokio::spawn(async move {
+        let response = request.send().await.unwrap();
+        response.json::<Value>().await.unwrap()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_looping_policy_does_not_hold_up_other_reviews() {
     let server = TestServer::start(
@@ -259,22 +276,7 @@ async fn a_looping_policy_does_not_hold_up_other_reviews() {
     )
     .await;
     let review = lab_review();
-    let looping = {
-        let (client, url, body) = (
-            server.client.clone(),
-            server.url.clone(),
-            serde_json::to_vec(&review).unwrap(),
-        );
-        tokio::spawn(async move {
-            let response = client
-                .post(format!("{url}/mutate/looper"))
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            response.json::<Value>().await.unwrap()
-        })
-    };
+    let looping = review_in_background(&server, "/mutate/looper", &review);
     tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..50 {
         let response = server.review("/mutate/labeller", &review).await;
@@ -344,22 +346,7 @@ async fn reviews_of_trusted_policies_never_queue_behind_a_suspect_one() {
         true
     );
     let looping: Vec<_> = (0..2)
-        .map(|_| {
-            let (client, url, body) = (
-                server.client.clone(),
-                server.url.clone(),
-                serde_json::to_vec(&review).unwrap(),
-            );
-            tokio::spawn(async move {
-                let response = client
-                    .post(format!("{url}/mutate/looper"))
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                response.json::<Value>().await.unwrap()
-            })
-        })
+        .map(|_| review_in_background(&server, "/mutate/looper", &review))
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..50 {
