@@ -1,15 +1,15 @@
-//! The threads that evaluate reviews of suspect policies: a fixed pool fed by a
-//! queue.
+//! Threads that evaluate reviews: a fixed pool fed by a queue. The server runs
+//! two, one for reviews of trusted policies and one for suspect ones (see
+//! [`crate::server`]), so a looping policy holds up only the second.
 //!
-//! A policy is synchronous CPU work that may run up to its timeout, so one that
-//! has timed out, trapped or run slow does not run on the async workers that
-//! serve HTTP: its reviews come here, and a looping policy holds up these
-//! threads, not the healthy reviews (a policy with a clean record runs on the
-//! worker that read the review; handing it here and back costs two thread
-//! wake-ups, measured as most of a review's latency at low load). It used to run on tokio's
-//! blocking pool behind a semaphore; then a finished evaluation released its
-//! permit, a waiting handler had to be scheduled to take it and hand the next
-//! review to a blocking thread — and under load the cores sat idle in between
+//! A policy is synchronous CPU work that may run up to its timeout, so a review
+//! runs on the async workers that serve HTTP only when its policies are trusted
+//! and the trusted pool is idle ([`Evaluators::inline_turn`]): then handing it
+//! here and back would cost two wake-ups of sleeping threads, most of a review's
+//! latency at low load. Policies used to run on tokio's blocking pool behind a
+//! semaphore; then a finished evaluation released its permit, a waiting handler
+//! had to be scheduled to take it and hand the next review to a blocking thread
+//! — and under load the cores sat idle in between
 //! (4 permits: ~5,300 reviews/s; 8: ~6,100 on the same 2 cores). Here a thread
 //! that finishes takes the next queued review itself, so a few threads keep the
 //! cores busy, and at most that many evaluations hold guest memory at once.
@@ -75,7 +75,7 @@ impl Evaluators {
     }
 
     /// A turn to evaluate on the caller's (async) thread, given only when
-    /// nothing else is evaluating. Idle, the hand-off to a pool thread and back
+    /// nothing else is evaluating in this pool. Idle, the hand-off to a pool thread and back
     /// is two wake-ups of sleeping threads, most of a review's latency; busy, a
     /// pool thread takes the next review without sleeping, and the async
     /// workers are better left reading and writing the other connections.

@@ -13,16 +13,17 @@
 //! synchronous CPU work that may run up to its timeout, so where it runs is the
 //! isolation: a review of suspect policies (one has timed out, trapped or run
 //! slow lately, or never run yet; see [`chain`](crate::chain)'s guard) is always
-//! queued for a fixed pool of evaluation threads ([`evaluators`](crate::evaluators)),
-//! so a looping policy holds up those threads, never the async workers. A review
+//! queued for a pool of suspect evaluation threads
+//! ([`evaluators`](crate::evaluators)), so a looping policy holds up those
+//! threads, never the async workers or the trusted reviews. A review
 //! whose policies are all *trusted* is decided on the async worker that read it
-//! when nothing else is evaluating (30-200 µs; at low load the hand-off to a
-//! sleeping thread and back was most of the latency), and on the pool under load
-//! (where a thread that finishes takes the next review without sleeping). The workers (one
-//! per core) and the pool's size bound how many evaluations run at once (and so
-//! the engine's instance slots); a review waiting in the queue still counts
-//! against its deadline, and one that runs out of time is answered by its
-//! policies' failurePolicy, never left hanging.
+//! when no other trusted review is evaluating (30-200 µs; at low load the
+//! hand-off to a sleeping thread and back was most of the latency), and on a
+//! pool of its own under load (where a thread that finishes takes the next
+//! review without sleeping). One inline evaluation and the two pools' sizes
+//! bound how many run at once (and so the engine's instance slots); a review
+//! waiting in a queue still counts against its deadline, and one that runs out
+//! of time is answered by its policies' failurePolicy, never left hanging.
 //!
 //! A parseable review is always answered with an AdmissionReview, never a 5xx:
 //! an unreadable one gets `allowed: false` with code 400 and the reason; one
