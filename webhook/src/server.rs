@@ -363,7 +363,7 @@ fn answer(
         operation = request.operation.as_str(),
     );
     let _span = span.enter();
-    let selection = only.map_or(Selection::All, Selection::Only);
+    let selection = Selection::from(only);
     let mut labels = ReviewLabels {
         outcome: "error",
         operation: request.operation.as_str(),

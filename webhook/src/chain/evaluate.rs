@@ -21,6 +21,13 @@ pub enum Selection<'a> {
     Only(&'a str),
 }
 
+impl<'a> From<Option<&'a str>> for Selection<'a> {
+    /// `None`: the whole chain; a name: that policy alone.
+    fn from(only: Option<&'a str>) -> Self {
+        only.map_or(Self::All, Self::Only)
+    }
+}
+
 /// A denial that takes effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
@@ -55,10 +62,7 @@ impl PolicySet {
         if !request.operation.has_object() || !request.sub_resource.is_empty() {
             return ChainOutcome::default();
         }
-        let selected = self.policies.iter().filter(|policy| match selection {
-            Selection::All => true,
-            Selection::Only(name) => policy.name() == name,
-        });
+        let selected = self.selected(selection);
         let original = &request.raw["object"];
         // Most reviews change nothing: borrow until a policy mutates, so those
         // pay for neither a copy of the object nor a diff.

@@ -19,9 +19,10 @@
 //! finished cleanly within [`SLOW`], and stays so until it times out, traps,
 //! hits its memory limit or runs longer than [`SLOW`]; then it is *suspect* for
 //! at least [`SUSPECT_FOR`] (and while its circuit is not closed). Reviews whose
-//! policies are all trusted run on the async worker that read them; the others
-//! on the evaluation threads, so a looping policy holds those, never the workers
-//! that serve healthy reviews.
+//! policies are all trusted run on the async worker that read them when the
+//! server is idle, else on the trusted evaluation threads; the others on the
+//! suspect threads, so a looping policy holds those, never the workers or the
+//! threads that serve healthy reviews.
 //!
 //! Only timeouts, traps and memory-limit failures count: they are the policy
 //! misbehaving. An error the policy returns ("cannot decide") or the server-wide
@@ -56,8 +57,8 @@ pub(super) struct Guard {
     record: Record,
 }
 
-/// Whether the policy has earned running on the async workers: lock-free, as
-/// every review asks it.
+/// Whether the policy has earned running beside the healthy reviews: two
+/// atomics, no lock of its own (every review asks it).
 #[derive(Debug)]
 struct Record {
     /// The clock's origin for `suspect_until`.

@@ -11,6 +11,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use stsguard_contract::GroupVersionKind;
 
+use super::evaluate::Selection;
 use super::guard::{CircuitState, Guard};
 use crate::builtin;
 use crate::config::{Config, FailurePolicy, Mode, ModuleSource, PolicyConfig};
@@ -168,23 +169,29 @@ impl PolicySet {
     /// failure would. Otherwise (every policy in monitor mode or `ignore`) such a
     /// review is allowed, so a release that only observes never blocks a write.
     pub fn fails_closed(&self, only: Option<&str>) -> bool {
-        self.policies
-            .iter()
-            .filter(|policy| only.is_none_or(|name| policy.name() == name))
-            .any(|policy| {
-                policy.config.mode == Mode::Enforce
-                    && policy.config.failure_policy == FailurePolicy::Fail
-            })
+        self.selected(only.into()).any(|policy| {
+            policy.config.mode == Mode::Enforce
+                && policy.config.failure_policy == FailurePolicy::Fail
+        })
     }
 
     /// Whether every selected policy is trusted now (see [`super::guard`]): then
     /// the review may run on the async worker that read it, with no hand-off to
     /// an evaluation thread.
     pub fn trusted(&self, only: Option<&str>, now: Instant) -> bool {
-        self.policies
-            .iter()
-            .filter(|policy| only.is_none_or(|name| policy.name() == name))
+        self.selected(only.into())
             .all(|policy| policy.guard.trusted(now))
+    }
+
+    /// The policies a review with this selection runs, in order.
+    pub(super) fn selected<'a>(
+        &'a self,
+        selection: Selection<'a>,
+    ) -> impl Iterator<Item = &'a Policy> {
+        self.policies.iter().filter(move |policy| match selection {
+            Selection::All => true,
+            Selection::Only(name) => policy.name() == name,
+        })
     }
 
     /// `kind` as a metric label: the kind when a policy of the set names it (the
