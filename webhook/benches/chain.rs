@@ -111,6 +111,17 @@ fn benchmarks(c: &mut Criterion) {
             black_box(serde_json::to_vec(&response).unwrap())
         })
     });
+    // What `POST /mutate/parallel` does besides HTTP: the server's CPU per review
+    // on that route is compared with this, not with the evaluation alone.
+    c.bench_function("review/one-policy", |b| {
+        b.iter(|| {
+            let request = parse_review(black_box(review)).unwrap();
+            let response =
+                admission::decide(&request, &policies, Selection::Only("parallel"), deadline())
+                    .response;
+            black_box(serde_json::to_vec(&response).unwrap())
+        })
+    });
     for policy in policies.policies() {
         let name = policy.name().to_string();
         c.bench_function(&format!("policy/{name}"), |b| {

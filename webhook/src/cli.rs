@@ -211,7 +211,10 @@ impl Cli {
         let (output, flush) = log_output::LogOutput::start(std::io::stderr());
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(output);
+            .with_writer(output)
+            // Colour only for a person at a terminal: escape codes in a log file or
+            // a container's log are noise, and cost formatting on every line.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
         match self.log_format {
             LogFormat::Text => builder.init(),
             // The review's span once (`span`), not again as a list of one (`spans`).

@@ -128,6 +128,7 @@ fn work(jobs: &Mutex<mpsc::Receiver<Job>>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
     use std::sync::mpsc::channel;
     use std::time::Duration;
 
@@ -158,5 +159,41 @@ mod tests {
             first.unwrap() && second.unwrap(),
             "the two jobs ran at once"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_job_of_many_concurrent_handlers_runs_once() {
+        // Threads that sleep and wake over and over: a lost wake-up would leave
+        // a handler waiting for ever.
+        let pool = Evaluators::start("stsguard-eval", 2);
+        let ran = Arc::new(AtomicUsize::new(0));
+        let handlers: Vec<_> = (0..64)
+            .map(|handler| {
+                let (pool, ran) = (pool.clone(), ran.clone());
+                tokio::spawn(async move {
+                    for job in 0..200 {
+                        let ran = ran.clone();
+                        let answer = pool
+                            .run(move || {
+                                ran.fetch_add(1, Ordering::Relaxed);
+                                handler * 1000 + job
+                            })
+                            .await;
+                        assert_eq!(answer.unwrap(), handler * 1000 + job);
+                        if job % 50 == 0 {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for handler in handlers {
+            tokio::time::timeout(Duration::from_secs(60), handler)
+                .await
+                .expect("every job is answered")
+                .unwrap();
+        }
+        assert_eq!(ran.load(Ordering::Relaxed), 64 * 200);
+        assert_eq!(pool.busy.load(Ordering::Relaxed), 0);
     }
 }
