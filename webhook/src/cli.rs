@@ -10,6 +10,7 @@ mod build;
 mod compile;
 mod eval;
 mod inspect;
+mod json_log;
 mod log_output;
 mod manifests;
 mod new;
@@ -217,11 +218,9 @@ impl Cli {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
         match self.log_format {
             LogFormat::Text => builder.init(),
-            // The review's span once (`span`), not again as a list of one (`spans`).
             LogFormat::Json => builder
-                .json()
-                .flatten_event(true)
-                .with_span_list(false)
+                .fmt_fields(json_log::JsonFields)
+                .event_format(json_log::JsonLines)
                 .init(),
         }
         flush

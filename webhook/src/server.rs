@@ -359,7 +359,8 @@ fn answer(
         uid = %request.uid,
         kind = %request.kind.kind,
         namespace = %request.namespace,
-        name = %request.name,
+        // Not `name`: in JSON that is the span's own name (`review`).
+        object = %request.name,
         operation = request.operation.as_str(),
     );
     let _span = span.enter();
