@@ -4,7 +4,7 @@
 //! Why not tracing-subscriber's own JSON format: it stores a span's fields as
 //! a JSON text and, for every event inside the span, parses that text back
 //! into a tree to serialize it again. Every review's `reviewed` line is inside
-//! the review's span (uid, kind, namespace, name, operation), so that was a
+//! the review's span (uid, kind, namespace, object, operation), so that was a
 //! parse, a tree and a serialization per review at the default level. Here a
 //! span's fields are written once, as the members of a JSON object, when the
 //! span is created, and copied into each of its events' lines.
