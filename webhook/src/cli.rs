@@ -213,9 +213,13 @@ impl Cli {
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(output)
-            // Colour only for a person at a terminal: escape codes in a log file or
-            // a container's log are noise, and cost formatting on every line.
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+            // Colour only for a person at a terminal who has not asked for none
+            // (NO_COLOR): escape codes in a log file or a container's log are
+            // noise, and cost formatting on every line.
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+            );
         match self.log_format {
             LogFormat::Text => builder.init(),
             LogFormat::Json => builder

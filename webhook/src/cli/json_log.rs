@@ -17,6 +17,7 @@ use std::fmt::{self, Write};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
@@ -28,27 +29,36 @@ pub struct JsonLines;
 /// Formats fields as the members of a JSON object, without its braces.
 pub struct JsonFields;
 
-impl<S, N> FormatEvent<S, N> for JsonLines
+// Only with `JsonFields`: a span's fields formatted any other way would not be JSON.
+impl<S> FormatEvent<S, JsonFields> for JsonLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(
         &self,
-        context: &FmtContext<'_, S, N>,
+        context: &FmtContext<'_, S, JsonFields>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let metadata = event.metadata();
+        // A record of the `log` crate (rustls, wasmtime, ...) arrives through
+        // tracing-log's callsite, whose target is `log`: its own is in here.
+        let normalized = event.normalized_metadata();
+        let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
         writer.write_str("{\"timestamp\":\"")?;
         SystemTime.format_time(&mut writer)?;
         write!(writer, "\",\"level\":\"{}\"", metadata.level())?;
-        event.record(&mut Members::after_others(&mut writer));
+        let mut members = Members::after_others(&mut writer);
+        members.skip_log_fields = normalized.is_some();
+        event.record(&mut members);
+        // A field's Debug that failed left the line unfinished: fmt writes its
+        // own error line instead.
+        members.result?;
         writer.write_str(",\"target\":")?;
         string(&mut writer, metadata.target())?;
-        if let Some(span) = context.lookup_current() {
+        // The explicit parent if the event names one, else the current span.
+        if let Some(span) = context.parent_span() {
             writer.write_str(",\"span\":{")?;
-            if let Some(fields) = span.extensions().get::<FormattedFields<N>>()
+            if let Some(fields) = span.extensions().get::<FormattedFields<JsonFields>>()
                 && !fields.is_empty()
             {
                 write!(writer, "{},", fields.fields)?;
@@ -77,15 +87,20 @@ impl<'writer> FormatFields<'writer> for JsonFields {
         current: &'writer mut FormattedFields<Self>,
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
-        let empty = current.is_empty();
+        let before = current.fields.len();
         let mut writer = current.as_writer();
-        let mut members = if empty {
+        let mut members = if before == 0 {
             Members::first(&mut writer)
         } else {
             Members::after_others(&mut writer)
         };
         fields.record(&mut members);
-        members.result
+        let result = members.result;
+        // A failed field must not leave the span's stored JSON broken for good.
+        if result.is_err() {
+            current.fields.truncate(before);
+        }
+        result
     }
 }
 
@@ -94,6 +109,9 @@ struct Members<'a, 'w> {
     writer: &'a mut Writer<'w>,
     /// No member written yet, and none before: the next needs no comma.
     first: bool,
+    /// The event came from the `log` crate: its `log.*` fields (target, module,
+    /// file, line) are already in the line's metadata.
+    skip_log_fields: bool,
     result: fmt::Result,
 }
 
@@ -102,6 +120,7 @@ impl<'a, 'w> Members<'a, 'w> {
         Self {
             writer,
             first: true,
+            skip_log_fields: false,
             result: Ok(()),
         }
     }
@@ -115,7 +134,7 @@ impl<'a, 'w> Members<'a, 'w> {
 
     /// The member's name and colon, then `value` writes the value.
     fn member(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'w>) -> fmt::Result) {
-        if self.result.is_err() {
+        if self.result.is_err() || (self.skip_log_fields && field.name().starts_with("log.")) {
             return;
         }
         let separator = if std::mem::take(&mut self.first) {
@@ -320,6 +339,40 @@ mod tests {
         assert_eq!(line["debug"], format!("{nasty:?}"));
         assert_eq!(line["error"], "an \"error\"\non two lines");
         assert_eq!(line["span"]["uid"], nasty);
+    }
+
+    #[test]
+    fn an_event_with_an_explicit_parent_names_that_span() {
+        let lines = logged(|| {
+            let parent = tracing::info_span!("reload", generation = 3u64);
+            let current = tracing::info_span!("review", uid = "u-1");
+            let _entered = current.enter();
+            tracing::info!(parent: &parent, "loaded");
+            tracing::info!(parent: None, "alone");
+        });
+        assert_eq!(lines[0]["span"], json!({"generation": 3, "name": "reload"}));
+        assert_eq!(lines[1].get("span"), None);
+    }
+
+    #[test]
+    fn a_record_of_the_log_crate_keeps_its_own_target() {
+        let lines = logged(|| {
+            let record = log::Record::builder()
+                .args(format_args!("handshake failed"))
+                .level(log::Level::Warn)
+                .target("rustls::server")
+                .module_path(Some("rustls::server"))
+                .file(Some("server.rs"))
+                .line(Some(7))
+                .build();
+            tracing_log::format_trace(&record).unwrap();
+        });
+        let mut line = lines[0].clone();
+        line.as_object_mut().unwrap().remove("timestamp");
+        assert_eq!(
+            line,
+            json!({"level": "WARN", "message": "handshake failed", "target": "rustls::server"})
+        );
     }
 
     #[test]

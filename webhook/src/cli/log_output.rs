@@ -9,13 +9,15 @@
 //! and context switches on both sides.
 //!
 //! So a review's thread formats its line and appends it to one shared buffer,
-//! and wakes the writer only when it sleeps for want of lines. The writer, once
-//! woken, lets [`LINGER`] pass before it takes the buffer: under load that
-//! gathers the lines of many reviews into one `write(2)` and one wake-up, at
-//! the price of a line reaching stderr up to [`LINGER`] later. Nothing is
-//! dropped: a thread that finds [`FULL`] bytes waiting for the writer waits for
-//! it (back-pressure), so a log that records what the webhook did stays
-//! complete, and dropping [`FlushOnDrop`] writes out what is left.
+//! and wakes the writer only when it sleeps for want of lines. The writer lets
+//! [`LINGER`] pass before it takes the buffer (unless [`ENOUGH`] is already
+//! pending): under load that gathers the lines of many reviews into one
+//! `write(2)` and one wake-up, at the price of a line reaching stderr up to
+//! [`LINGER`] later when the pipe keeps up. Nothing is dropped: a thread that
+//! finds [`FULL`] bytes waiting for the writer waits for it (back-pressure), so
+//! a log that records what the webhook did stays complete, and dropping
+//! [`FlushOnDrop`] writes out what is left. Only should the writer thread die
+//! are lines dropped, so that no thread ever waits for it in vain.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -26,6 +28,10 @@ use tracing_subscriber::fmt::MakeWriter;
 
 /// How long the writer lets lines gather after the first one wakes it.
 const LINGER: Duration = Duration::from_millis(1);
+
+/// Pending bytes from which the writer writes at once, without lingering (a
+/// slow pipe, or a burst).
+const ENOUGH: usize = 64 << 10;
 
 /// Bytes waiting for the writer at which a logging thread waits for it (~8,000
 /// review lines).
@@ -53,6 +59,9 @@ struct Pending {
     /// Flushes asked for, and how many of them are done.
     flushes_asked: u64,
     flushes_done: u64,
+    /// The writer thread is gone (it panicked): lines are dropped, never waited
+    /// on.
+    writer_gone: bool,
 }
 
 impl Shared {
@@ -64,11 +73,14 @@ impl Shared {
     /// Appends one whole line, waiting first while the writer is [`FULL`] behind.
     fn push(&self, line: &[u8]) {
         let mut pending = self.lock();
-        while pending.bytes.len() >= FULL {
+        while pending.bytes.len() >= FULL && !pending.writer_gone {
             pending = self
                 .written
                 .wait(pending)
                 .unwrap_or_else(PoisonError::into_inner);
+        }
+        if pending.writer_gone {
+            return;
         }
         pending.bytes.extend_from_slice(line);
         if pending.writer_asleep {
@@ -86,7 +98,7 @@ impl Shared {
         let asked = pending.flushes_asked;
         pending.writer_asleep = false;
         self.wake_writer.notify_one();
-        while pending.flushes_done < asked {
+        while pending.flushes_done < asked && !pending.writer_gone {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return;
             };
@@ -134,10 +146,21 @@ impl LogOutput {
     }
 }
 
+/// Tells the logging threads when the writer thread is gone.
+struct Gone<'a>(&'a Shared);
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        self.0.lock().writer_gone = true;
+        self.0.written.notify_all();
+    }
+}
+
 /// The writer thread: sleeps until there are lines, lets more gather for
-/// [`LINGER`] (none when a flush is waiting), writes them all with one call.
-/// Ends with the process.
+/// [`LINGER`] (not when a flush waits or [`ENOUGH`] are pending), writes them
+/// all with one call. Ends with the process.
 fn write_lines(shared: &Shared, mut out: impl Write) {
+    let _gone = Gone(shared);
     let mut batch = Vec::new();
     loop {
         let mut pending = shared.lock();
@@ -148,7 +171,7 @@ fn write_lines(shared: &Shared, mut out: impl Write) {
                 .wait(pending)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        if pending.flushes_done == pending.flushes_asked {
+        if pending.flushes_done == pending.flushes_asked && pending.bytes.len() < ENOUGH {
             drop(pending);
             std::thread::sleep(LINGER);
             pending = shared.lock();
@@ -161,6 +184,10 @@ fn write_lines(shared: &Shared, mut out: impl Write) {
         // stderr gone (a closed pipe): the lines are lost, the server goes on.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
         batch.clear();
+        // One burst (or one huge line) does not keep its memory for good.
+        if batch.capacity() > FULL * 2 {
+            batch = Vec::new();
+        }
         let mut pending = shared.lock();
         if pending.flushes_done < flushes {
             pending.flushes_done = flushes;
@@ -302,10 +329,28 @@ mod tests {
         assert!(text.len() > 4 * FULL, "{} bytes", text.len());
         // Never more than FULL and the line that reached it held in memory.
         let largest = *out.largest_write.lock().unwrap();
-        assert!((FULL..FULL + 1100).contains(&largest), "{largest} bytes");
+        assert!(largest < FULL + 1100, "{largest} bytes");
         for (thread, numbers) in numbers_by_thread(&text, 3).into_iter().enumerate() {
             assert_eq!(numbers, (0..3000).collect::<Vec<_>>(), "thread {thread}");
         }
+    }
+
+    #[test]
+    fn loggers_never_wait_on_a_writer_that_is_gone() {
+        struct Panicking;
+        impl Write for Panicking {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                panic!("the writer thread panics (as this test wants)");
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (output, guard) = LogOutput::start(Panicking);
+        // Past FULL, a logger would wait for ever on a dead writer.
+        log_from_threads(&output, 2, 2 * FULL / 1000, 1000);
+        drop(guard);
+        assert!(output.shared.lock().writer_gone);
     }
 
     #[test]
