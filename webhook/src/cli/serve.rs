@@ -37,10 +37,12 @@ pub struct ServeArgs {
     /// localhost, 127.0.0.1 and ::1 are always included.
     #[arg(long, env = "STSGUARD_TLS_SAN", value_delimiter = ',')]
     tls_san: Vec<String>,
-    /// Evaluation threads for reviews of suspect policies (ones that timed out,
-    /// trapped or ran slow lately) [default: 2 per CPU core]; reviews of trusted
-    /// policies run on the async workers (one per core) beside them. Each running
-    /// evaluation may hold up to its policy's memoryLimit.
+    /// Evaluation threads for reviews of trusted policies [default: 2 per CPU
+    /// core]; a review of trusted policies runs on the async worker that read it
+    /// instead while none of these is busy. Reviews of suspect policies (ones
+    /// that timed out, trapped or ran slow lately, or never ran yet) get threads
+    /// of their own, half as many. Each running evaluation may hold up to its
+    /// policy's memoryLimit.
     #[arg(long, env = "STSGUARD_MAX_CONCURRENT_EVALUATIONS")]
     max_concurrent_evaluations: Option<usize>,
     /// Linear memory all running policies may hold together (e.g. 128Mi): an
