@@ -7,7 +7,8 @@
 //!              │ enforce: denial stops the chain; mutation is passed on
 //!              │ monitor: never denies, never mutates; would-be effects → warnings
 //!              └ error/timeout: failurePolicy fail → deny, ignore → skip + warning
-//!   patch = json_patch::diff(object, final), omitted when empty
+//!   patch = object → final, compared where policies set values ([`patch`]);
+//!           omitted when empty
 //! ```
 //!
 //! A [`PolicySet`] is immutable once loaded; configuration changes build a new
@@ -18,6 +19,7 @@
 mod evaluate;
 mod guard;
 mod load;
+mod patch;
 mod run;
 
 pub use evaluate::{ChainOutcome, Denial, Selection};

@@ -8,6 +8,7 @@ use serde_json::Value;
 use stsguard_contract::{Verdict, text};
 
 use super::load::{Policy, PolicySet};
+use super::patch::Changes;
 use super::run::{PolicyRun, RunResult};
 use crate::config::Mode;
 use crate::engine::{CallContext, EvalError, Limits};
@@ -67,23 +68,31 @@ impl PolicySet {
         // Most reviews change nothing: borrow until a policy mutates, so those
         // pay for neither a copy of the object nor a diff.
         let mut current = Cow::Borrowed(original);
+        let mut changes = Changes::default();
         let mut input = Input::new(request);
         let mut runs = Vec::new();
         for policy in selected.filter(|policy| policy.targets(&request.kind)) {
-            let run = policy.run(&mut input, &mut current, deadline);
+            let run = policy.run(&mut input, &mut current, &mut changes, deadline);
             let decisive = run.denies();
             runs.push(run);
             if decisive {
                 break;
             }
         }
-        ChainOutcome::of(runs, original, current, &request.uid)
+        ChainOutcome::of(runs, original, current, &changes, &request.uid)
     }
 }
 
 impl ChainOutcome {
-    /// The outcome of these runs, which left the object `original` as `current`.
-    fn of(runs: Vec<PolicyRun>, original: &Value, current: Cow<'_, Value>, uid: &str) -> Self {
+    /// The outcome of these runs, which left the object `original` as `current`
+    /// (changed only at the places `changes` recorded).
+    fn of(
+        runs: Vec<PolicyRun>,
+        original: &Value,
+        current: Cow<'_, Value>,
+        changes: &Changes,
+        uid: &str,
+    ) -> Self {
         let mut warnings = Vec::new();
         for run in &runs {
             text::add_warnings(&mut warnings, &run.warning_prefix(), run.user_warnings());
@@ -101,7 +110,7 @@ impl ChainOutcome {
             ..Self::default()
         };
         if let (None, Cow::Owned(object)) = (&outcome.denial, current) {
-            let patch = json_patch::diff(original, &object);
+            let patch = changes.diff(original, &object);
             if !patch.0.is_empty() {
                 outcome.patch = Some(patch);
                 outcome.object = Some(object);
@@ -147,12 +156,13 @@ impl<'a> Input<'a> {
 impl Policy {
     /// The step: evaluate this policy on the object as it is now and apply what
     /// it says — in enforce mode to the chain's object (in place; nothing changes
-    /// if it fails), in monitor mode to a scratch copy that only yields the patch
-    /// it would have caused.
+    /// if it fails; where it sets values goes into `changes`), in monitor mode to
+    /// a scratch copy that only yields the patch it would have caused.
     fn run(
         &self,
         input: &mut Input<'_>,
         current: &mut Cow<'_, Value>,
+        changes: &mut Changes,
         deadline: Instant,
     ) -> PolicyRun {
         let started = Instant::now();
@@ -180,6 +190,7 @@ impl Policy {
             .call(input, current, deadline)
             .and_then(|verdict| match mode {
                 Mode::Enforce => {
+                    changes.record(verdict.mutation.as_ref());
                     let applied = verdict.apply(mutating, current)?;
                     if applied.changed {
                         input.object_changed();
@@ -187,10 +198,12 @@ impl Policy {
                     Ok(applied)
                 }
                 Mode::Monitor => {
+                    let mut would_change = Changes::default();
+                    would_change.record(verdict.mutation.as_ref());
                     let mut scratch = Cow::Borrowed(&**current);
                     let applied = verdict.apply(mutating, &mut scratch)?;
                     if applied.changed {
-                        let patch = json_patch::diff(current, &scratch);
+                        let patch = would_change.diff(current, &scratch);
                         run.would_patch = Some(to_json(&patch));
                     }
                     Ok(applied)
