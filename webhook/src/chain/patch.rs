@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use json_patch::jsonptr::{Pointer, PointerBuf};
 use json_patch::{Patch, PatchOperation};
 use serde_json::Value;
-use stsguard_contract::Mutation;
+use stsguard_contract::{Mutation, mutation};
 
 /// The places in an object where the chain may have changed it.
 #[derive(Debug)]
@@ -136,7 +136,7 @@ fn diff_place(place: &Place, left: &Value, right: &Value, at: &mut PointerBuf, p
         {
             let mut elements = Vec::with_capacity(below.len());
             for (token, place) in below {
-                match element(token, right_items.len()) {
+                match mutation::element_index(token).filter(|index| *index < right_items.len()) {
                     Some(index) => elements.push((index, place)),
                     // Not an element the mutation step could have set.
                     None => return diff_whole(left, right, at, patch),
@@ -181,21 +181,12 @@ fn diff_whole(left: &Value, right: &Value, at: &PointerBuf, patch: &mut Patch) {
     }));
 }
 
-/// The array index `token` names, if it is one in RFC 6901's form and within
-/// `len`.
-fn element(token: &str, len: usize) -> Option<usize> {
-    let canonical = !token.is_empty()
-        && token.bytes().all(|b| b.is_ascii_digit())
-        && (token == "0" || !token.starts_with('0'));
-    token.parse().ok().filter(|index| canonical && *index < len)
-}
-
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
 
     use serde_json::json;
-    use stsguard_contract::{Field, mutation};
+    use stsguard_contract::Field;
 
     use super::*;
 
