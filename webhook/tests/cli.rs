@@ -449,3 +449,29 @@ fn eval_reports_unreadable_input_and_exits_2() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("no apiVersion and kind"), "{stderr}");
 }
+
+/// `stsguard bench` with no server of its own: it starts one in-process and
+/// loads it. Without a warm-up the first reviews are measured too, and are
+/// answered (a zero warm-up once failed as "no review succeeded").
+#[test]
+fn bench_loads_an_in_process_server_over_http1_without_a_warm_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = stsguard()
+        .args(["bench", "--http1", "--concurrency", "2", "--warmup", "0s"])
+        .args(["--duration", "1s"])
+        .env("XDG_STATE_HOME", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let answered = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("reviews:"))
+        .and_then(|line| line.split_whitespace().next())
+        .and_then(|count| count.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("a count of answered reviews: {stdout}"));
+    assert!(answered > 0, "{stdout}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    assert!(stderr.contains("over HTTP/1.1"), "{stderr}");
+}

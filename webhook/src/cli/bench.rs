@@ -201,13 +201,18 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         rate: None,
     });
 
-    // Warm up, then measure.
-    let (warm, _) = load(&main_load, beside_load.as_ref(), &body, warmup).await;
-    if warm.ok == 0 {
-        bail!(
-            "no review succeeded during the warm-up: {}",
-            warm.first_error.unwrap_or_default()
-        );
+    // Warm up (unless `--warmup 0s`), then measure.
+    if !warmup.is_zero() {
+        let (warm, _) = load(&main_load, beside_load.as_ref(), &body, warmup).await;
+        if warm.ok == 0 {
+            bail!(
+                "no review succeeded during the warm-up: {}",
+                warm.first_error.unwrap_or_else(|| format!(
+                    "none was answered within {}; try a longer --warmup",
+                    humantime::format_duration(warmup)
+                ))
+            );
+        }
     }
     let pid = server_pid.map_or_else(|| "self".to_string(), |pid| pid.to_string());
     let cpu_before = cpu_seconds(&pid);
