@@ -97,14 +97,16 @@ impl Changes {
 }
 
 fn diff_place(place: &Place, left: &Value, right: &Value, at: &mut PointerBuf, patch: &mut Patch) {
-    let below = match place {
-        Place::Whole => return diff_whole(left, right, at, patch),
-        Place::Within(below) => below,
+    let Place::Within(below) = place else {
+        return diff_whole(left, right, at, patch);
     };
     match (left, right) {
         (Value::Object(left_members), Value::Object(right_members)) => {
             // In the whole diff's order: additions and replacements by key, then
-            // removals.
+            // removals. Both iterate keys in `String` order: `below` is a
+            // BTreeMap, and so is serde_json's map without its `preserve_order`
+            // feature (which would make the whole diff follow insertion order;
+            // the generated test below would catch it).
             for (key, place) in below {
                 let Some(right_value) = right_members.get(key) else {
                     continue;
@@ -119,6 +121,8 @@ fn diff_place(place: &Place, left: &Value, right: &Value, at: &mut PointerBuf, p
                 }
                 at.pop_back();
             }
+            // A set never removes a member (only a place set whole can lose
+            // some); this keeps the diff right for any recorded place all the same.
             for key in below.keys() {
                 if left_members.contains_key(key) && !right_members.contains_key(key) {
                     at.push_back(key);
@@ -331,21 +335,33 @@ mod tests {
                     2 => json!(["a", "b", "c"][self.next(3) as usize]),
                     3 | 4 => Value::Object(
                         (0..self.next(4))
-                            .map(|_| (format!("k{}", self.next(5)), self.value(depth - 1)))
+                            .map(|_| (self.key(), self.value(depth - 1)))
                             .collect(),
                     ),
                     _ => Value::Array((0..self.next(4)).map(|_| self.value(depth - 1)).collect()),
                 }
             }
+            /// Member names, some of which need escaping in a pointer.
+            fn key(&mut self) -> String {
+                ["k0", "k1", "k2", "a/b", "~", "~1", ""][self.next(7) as usize].to_string()
+            }
             fn pointer(&mut self, object: &Value) -> String {
+                if self.next(40) == 0 {
+                    return String::new();
+                }
                 let mut pointer = String::new();
                 let mut here = Some(object);
                 loop {
                     let token = match here {
                         Some(Value::Array(items)) if !items.is_empty() && self.next(5) > 0 => {
-                            self.next(items.len() as u64 + 1).to_string()
+                            // Now and then "-" or a leading zero, which no set accepts.
+                            match self.next(12) {
+                                0 => "-".to_string(),
+                                1 => "00".to_string(),
+                                _ => self.next(items.len() as u64 + 1).to_string(),
+                            }
                         }
-                        _ => format!("k{}", self.next(5)),
+                        _ => self.key(),
                     };
                     here = here.and_then(|value| match value {
                         Value::Object(members) => members.get(&token),
@@ -355,7 +371,7 @@ mod tests {
                         _ => None,
                     });
                     pointer.push('/');
-                    pointer.push_str(&token);
+                    pointer.push_str(&token.replace('~', "~0").replace('/', "~1"));
                     if self.next(3) == 0 {
                         return pointer;
                     }
@@ -368,11 +384,16 @@ mod tests {
             let mut original =
                 json!({"apiVersion": "v1", "kind": "Thing", "metadata": {"name": "n"}});
             for _ in 0..random.next(5) {
-                let key = format!("k{}", random.next(5));
+                let key = random.key();
                 original[key] = random.value(4);
             }
             let mutations: Vec<Mutation> = (0..=random.next(3))
                 .map(|_| {
+                    if random.next(30) == 0 {
+                        let mut whole = original.clone();
+                        whole[random.key()] = random.value(3);
+                        return Mutation::Object(whole.to_string());
+                    }
                     let fields: Vec<(String, Value)> = (0..=random.next(3))
                         .map(|_| (random.pointer(&original), random.value(2)))
                         .collect();
