@@ -272,18 +272,9 @@ pub fn value_at<'a>(object: &'a Value, pointer: &str) -> Option<&'a Value> {
     }
     let tokens = pointer.strip_prefix('/')?;
     tokens.split('/').try_fold(object, |here, token| {
-        let token: Cow<'_, str> = if token.contains('~') {
-            let escapes_valid = token
-                .split('~')
-                .skip(1)
-                .all(|after| after.starts_with(['0', '1']));
-            if !escapes_valid {
-                return None;
-            }
-            Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
-        } else {
-            Cow::Borrowed(token)
-        };
+        // Decoded by jsonptr, as `set_logged` decodes it.
+        let token = jsonptr::Token::from_encoded(token).ok()?;
+        let token = token.decoded();
         match here {
             Value::Object(members) => members.get(token.as_ref()),
             Value::Array(items) => items.get(element_index(&token)?),
