@@ -34,9 +34,10 @@ impl Decision {
 
 /// Decides one review: runs the selected policies and turns the chain's outcome
 /// into a response. Never fails: policy errors are already resolved by each
-/// policy's failurePolicy inside the chain.
+/// policy's failurePolicy inside the chain. `request.object` is left as the API
+/// server will store it (see `PolicySet::evaluate`).
 pub fn decide(
-    request: &ReviewRequest,
+    request: &mut ReviewRequest,
     policies: &PolicySet,
     selection: Selection<'_>,
     deadline: Instant,

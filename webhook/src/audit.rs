@@ -170,7 +170,7 @@ impl Auditor<'_> {
         };
         let request = request::admission_request(target.object.clone(), None, None, &who);
         let parsed = review::parse_request(request).map_err(|error| error.message);
-        let request = match parsed {
+        let mut request = match parsed {
             Ok(request) => request,
             Err(message) => {
                 return Evaluation {
@@ -183,7 +183,7 @@ impl Auditor<'_> {
             }
         };
         let deadline = Instant::now() + self.timeout.max(Duration::from_secs(1));
-        let decision = admission::decide(&request, self.policies, Selection::All, deadline);
+        let decision = admission::decide(&mut request, self.policies, Selection::All, deadline);
         let finding = classify(&decision);
         Evaluation {
             target,

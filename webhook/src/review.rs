@@ -35,8 +35,11 @@ pub struct ReviewRequest {
     pub name: String,
     pub sub_resource: String,
     pub dry_run: bool,
-    /// The `request` member as received, without `oldObject`.
+    /// The `request` member as received, without `object` and `oldObject`.
     pub raw: Value,
+    /// `request.object` (`null` when absent): what the policies see and change.
+    /// The chain changes it in place; see `PolicySet::evaluate`.
+    pub object: Value,
     /// `request.oldObject` as the API server wrote it (`null` on CREATE); `None`
     /// when absent. Kept as text: the host only passes it on (see [`envelope`]).
     pub old_object: Option<Box<RawValue>>,
@@ -49,7 +52,7 @@ impl ReviewRequest {
             kind: &self.kind.kind,
             namespace: &self.namespace,
             name: &self.name,
-            generate_name: self.raw["object"]["metadata"]["generateName"].as_str(),
+            generate_name: self.object["metadata"]["generateName"].as_str(),
         }
     }
 }
@@ -157,10 +160,11 @@ pub fn parse(body: &[u8]) -> Result<ReviewRequest, InvalidReview> {
             format!("the AdmissionReview request is malformed: {e}"),
         )
     })?;
-    // Policies read `object`; make sure a JSON null is there rather than nothing.
-    if let Some(request) = raw.as_object_mut() {
-        request.entry("object").or_insert(Value::Null);
-    }
+    // Policies read `object`: a JSON null when there is none.
+    let object = raw
+        .as_object_mut()
+        .and_then(|request| request.remove("object"))
+        .unwrap_or(Value::Null);
     Ok(ReviewRequest {
         uid,
         kind: routing.kind,
@@ -170,6 +174,7 @@ pub fn parse(body: &[u8]) -> Result<ReviewRequest, InvalidReview> {
         sub_resource: routing.sub_resource.unwrap_or_default(),
         dry_run: routing.dry_run.unwrap_or(false),
         raw,
+        object,
         old_object,
     })
 }

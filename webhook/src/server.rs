@@ -350,7 +350,7 @@ fn answer(
     deadline: Instant,
     started: Instant,
 ) -> Response {
-    let request = match review::parse(body) {
+    let mut request = match review::parse(body) {
         Ok(request) => request,
         Err(error) => return unreadable(metrics, &error, started),
     };
@@ -374,7 +374,7 @@ fn answer(
     // A panic is a bug in stsguard, not in a policy (a policy's trap is an
     // error value): the review still gets an answer that names it.
     let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        admission::decide(&request, &served.policies, selection, deadline)
+        admission::decide(&mut request, &served.policies, selection, deadline)
     }));
     let decision = match decided {
         Ok(decision) => decision,

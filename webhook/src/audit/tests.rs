@@ -72,8 +72,12 @@ pub(crate) fn lab(namespace: &str, name: &str) -> Value {
 pub(crate) fn compliant(namespace: &str, name: &str) -> Value {
     let target = Target::from_item(lab(namespace, name));
     let evaluation = auditor(builtins()).evaluate(target, 0);
-    let (_, decision) = evaluation.decided.unwrap();
-    stored(decision.outcome.object.unwrap(), namespace, name)
+    let (request, decision) = evaluation.decided.unwrap();
+    assert!(
+        decision.outcome.patch.is_some(),
+        "the built-ins change the lab"
+    );
+    stored(request.object, namespace, name)
 }
 
 /// A StatefulSet without volumeClaimTemplates: volume-claims denies it.

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 use stsguard_contract::{Verdict, text};
 
 use super::load::{Policy, PolicySet};
@@ -40,10 +41,8 @@ pub struct Denial {
 #[derive(Debug, Clone, Default)]
 pub struct ChainOutcome {
     pub denial: Option<Denial>,
-    /// Changes to apply; `None` when the object is unchanged.
+    /// Changes to apply; `None` when the object is unchanged (or denied).
     pub patch: Option<json_patch::Patch>,
-    /// The object after every enforced mutation; `None` when no policy changed it.
-    pub object: Option<Value>,
     /// Every run's warnings, prefixed and held to what the API server passes on.
     pub warnings: Vec<String>,
     pub runs: Vec<PolicyRun>,
@@ -52,9 +51,15 @@ pub struct ChainOutcome {
 impl PolicySet {
     /// Runs `request` through the selected policies. Each policy gets at most
     /// its own timeout and never more than what is left until `deadline`.
+    ///
+    /// The policies change `request.object` in place, and it is left as the API
+    /// server will store it: with every enforced mutation when the chain allows
+    /// (the patch says the same), as it came when the chain denies. Changing it
+    /// in place rather than a copy saves copying and dropping the object
+    /// (README, "Counted in instructions").
     pub fn evaluate(
         &self,
-        request: &ReviewRequest,
+        request: &mut ReviewRequest,
         selection: Selection<'_>,
         deadline: Instant,
     ) -> ChainOutcome {
@@ -64,35 +69,33 @@ impl PolicySet {
             return ChainOutcome::default();
         }
         let selected = self.selected(selection);
-        let original = &request.raw["object"];
-        // Most reviews change nothing: borrow until a policy mutates, so those
-        // pay for neither a copy of the object nor a diff.
-        let mut current = Cow::Borrowed(original);
+        let ReviewRequest {
+            uid,
+            kind,
+            raw,
+            object,
+            old_object,
+            ..
+        } = request;
         let mut changes = Changes::default();
-        let mut input = Input::new(request);
+        let mut input = Input::new(uid, RequestWithoutObject { raw, old_object });
         let mut runs = Vec::new();
-        for policy in selected.filter(|policy| policy.targets(&request.kind)) {
-            let run = policy.run(&mut input, &mut current, &mut changes, deadline);
+        for policy in selected.filter(|policy| policy.targets(kind)) {
+            let run = policy.run(&mut input, object, &mut changes, deadline);
             let decisive = run.denies();
             runs.push(run);
             if decisive {
                 break;
             }
         }
-        ChainOutcome::of(runs, original, current, &changes, &request.uid)
+        ChainOutcome::of(runs, object, changes, uid)
     }
 }
 
 impl ChainOutcome {
-    /// The outcome of these runs, which left the object `original` as `current`
-    /// (changed only at the places `changes` recorded).
-    fn of(
-        runs: Vec<PolicyRun>,
-        original: &Value,
-        current: Cow<'_, Value>,
-        changes: &Changes,
-        uid: &str,
-    ) -> Self {
+    /// The outcome of these runs, which left the object as `object`, changed
+    /// only at the places `changes` recorded; a denial puts it back as it was.
+    fn of(runs: Vec<PolicyRun>, object: &mut Value, changes: Changes, uid: &str) -> Self {
         let mut warnings = Vec::new();
         for run in &runs {
             text::add_warnings(&mut warnings, &run.warning_prefix(), run.user_warnings());
@@ -109,12 +112,11 @@ impl ChainOutcome {
             runs,
             ..Self::default()
         };
-        if let (None, Cow::Owned(object)) = (&outcome.denial, current) {
-            let patch = changes.diff(original, &object);
-            if !patch.0.is_empty() {
-                outcome.patch = Some(patch);
-                outcome.object = Some(object);
-            }
+        if outcome.denial.is_some() {
+            changes.restore(object);
+        } else {
+            let patch = changes.diff(object);
+            outcome.patch = (!patch.0.is_empty()).then_some(patch);
         }
         outcome
     }
@@ -123,14 +125,17 @@ impl ChainOutcome {
 /// What the policies get, serialized once per review (the request) and once
 /// per version of the object, not once per policy.
 struct Input<'a> {
-    request: &'a ReviewRequest,
+    /// The review's, for logs.
+    uid: &'a str,
+    request: RequestWithoutObject<'a>,
     request_text: Option<String>,
     object_text: Option<String>,
 }
 
 impl<'a> Input<'a> {
-    fn new(request: &'a ReviewRequest) -> Self {
+    fn new(uid: &'a str, request: RequestWithoutObject<'a>) -> Self {
         Self {
+            uid,
             request,
             request_text: None,
             object_text: None,
@@ -140,9 +145,7 @@ impl<'a> Input<'a> {
     /// The request without its object, and the object as it is now.
     fn texts(&mut self, object: &Value) -> (&str, &str) {
         let request = self.request;
-        let rest = self
-            .request_text
-            .get_or_insert_with(|| to_json(&RequestWithoutObject(request)));
+        let rest = self.request_text.get_or_insert_with(|| to_json(&request));
         let object = self.object_text.get_or_insert_with(|| to_json(object));
         (rest, object)
     }
@@ -161,7 +164,7 @@ impl Policy {
     fn run(
         &self,
         input: &mut Input<'_>,
-        current: &mut Cow<'_, Value>,
+        object: &mut Value,
         changes: &mut Changes,
         deadline: Instant,
     ) -> PolicyRun {
@@ -181,17 +184,22 @@ impl Policy {
         let permit = match self.guard.admit(&self.name, started) {
             Ok(permit) => permit,
             Err(refusal) => {
-                tracing::debug!(uid = %input.request.uid, policy = %self.name, %refusal, "policy not run");
+                tracing::debug!(uid = %input.uid, policy = %self.name, %refusal, "policy not run");
                 run.result = RunResult::Skipped(refusal);
                 return run;
             }
         };
         let settled = self
-            .call(input, current, deadline)
+            .call(input, object, deadline)
             .and_then(|verdict| match mode {
                 Mode::Enforce => {
-                    changes.record(verdict.mutation.as_ref());
-                    let applied = verdict.apply(mutating, current)?;
+                    changes.record(verdict.mutation.as_ref(), object);
+                    // Owned, the contract's step changes the object in place:
+                    // moved in and out, never copied.
+                    let mut owned = Cow::Owned(std::mem::take(object));
+                    let applied = verdict.apply(mutating, &mut owned);
+                    *object = owned.into_owned();
+                    let applied = applied?;
                     if applied.changed {
                         input.object_changed();
                     }
@@ -199,11 +207,11 @@ impl Policy {
                 }
                 Mode::Monitor => {
                     let mut would_change = Changes::default();
-                    would_change.record(verdict.mutation.as_ref());
-                    let mut scratch = Cow::Borrowed(&**current);
+                    would_change.record(verdict.mutation.as_ref(), object);
+                    let mut scratch = Cow::Borrowed(&*object);
                     let applied = verdict.apply(mutating, &mut scratch)?;
                     if applied.changed {
-                        let patch = would_change.diff(current, &scratch);
+                        let patch = would_change.diff(&scratch);
                         run.would_patch = Some(to_json(&patch));
                     }
                     Ok(applied)
@@ -224,7 +232,7 @@ impl Policy {
             }
             Err(error) => {
                 tracing::warn!(
-                    uid = %input.request.uid,
+                    uid = %input.uid,
                     policy = %self.name,
                     %error,
                     "policy evaluation failed"
@@ -254,7 +262,7 @@ impl Policy {
         };
         let context = CallContext {
             policy: self.name.clone(),
-            uid: input.request.uid.as_str().into(),
+            uid: input.uid.into(),
         };
         let (request, object) = input.texts(object);
         self.module
@@ -266,17 +274,22 @@ impl Policy {
 /// `evaluate` takes the object apart), with `oldObject` written back as the API
 /// server sent it. Serialized once per review, straight from the borrowed
 /// request: cloning it showed up in profiles.
-struct RequestWithoutObject<'a>(&'a ReviewRequest);
+#[derive(Clone, Copy)]
+struct RequestWithoutObject<'a> {
+    /// The request's other members ([`ReviewRequest::raw`]).
+    raw: &'a Value,
+    old_object: &'a Option<Box<RawValue>>,
+}
 
 impl serde::Serialize for RequestWithoutObject<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let fields = self.0.raw.as_object().into_iter().flatten();
+        let fields = self.raw.as_object().into_iter().flatten();
         let mut map = serializer.serialize_map(None)?;
-        for (key, value) in fields.filter(|(key, _)| *key != "object") {
+        for (key, value) in fields {
             map.serialize_entry(key, value)?;
         }
-        if let Some(old_object) = &self.0.old_object {
+        if let Some(old_object) = self.old_object {
             map.serialize_entry("oldObject", old_object)?;
         }
         map.end()

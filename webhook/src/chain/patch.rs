@@ -1,20 +1,26 @@
 //! The review's JSON Patch (RFC 6902): how the object the API server sent
 //! differs from the object the policies left, compared only where they set
-//! values.
+//! values, without a copy of the object.
 //!
 //! `json_patch::diff` walks both objects whole, keeping a JSON pointer to every
 //! member it visits: for the lab StatefulSet that was ~104,000 instructions of
 //! the ~580,000 a one-policy review costs (callgrind, README "Performance"), to
-//! find the two probes a policy said it set. A policy's change is applied by
-//! the contract's mutation step, which changes nothing outside the places its
-//! verdict names (a value at a pointer, with the objects created on the way to
-//! it; or the whole object). So [`Changes`] records those places, and
-//! [`Changes::diff`] compares only them: everywhere else the two objects are
-//! the same values, where the whole diff would find nothing either. Below a
-//! place that was set, and wherever the two objects' shapes differ (an array
-//! that changed length, a value that became an object), it hands over to
-//! `json_patch::diff`. The patch is the one the whole diff gives, operation for
-//! operation (a test checks that on generated objects and mutations).
+//! find the two probes a policy said it set. And it needs the object as it was
+//! beside the object as it is: copying the StatefulSet before the first change
+//! and dropping the copy afterwards was another ~38,000.
+//!
+//! A policy's change is applied by the contract's mutation step, which changes
+//! nothing outside the places its verdict names: a value at a pointer, with the
+//! objects it creates on the way (where a member is missing or `null`); or the
+//! whole object. So before each verdict is applied, [`Changes::record`] notes
+//! those places and keeps what the object held at each, the first time the
+//! chain touches it: a probe that was missing is kept as "nothing here", a
+//! `podManagementPolicy` as its old string. The chain then changes its object in
+//! place, and [`Changes::diff`] compares, at those places only, what was kept
+//! with what is there now, handing over to `json_patch::diff` for each. The
+//! patch is the one the whole diff gives, operation for operation (a test
+//! checks that on generated objects and mutations); [`Changes::restore`] puts
+//! the kept values back.
 //!
 //! Recording more places than changed costs a comparison, never correctness: a
 //! verdict that fails half-way is rolled back, and its places are compared and
@@ -27,17 +33,20 @@ use json_patch::{Patch, PatchOperation};
 use serde_json::Value;
 use stsguard_contract::{Mutation, mutation};
 
-/// The places in an object where the chain may have changed it.
+/// The places in an object where the chain may have changed it, and what the
+/// object held there before.
 #[derive(Debug)]
 pub(crate) struct Changes(Place);
 
 /// One place in the object, and what may have changed there.
 #[derive(Debug)]
 enum Place {
-    /// A value was set here (or the whole object replaced): compare all of it.
-    Whole,
+    /// A value was set here, or created here on the way to one (or the whole
+    /// object replaced): compare all of it with what was here before, `None`
+    /// when nothing was (a member the chain added).
+    Whole(Option<Value>),
     /// Values were set below these members (objects) or elements (arrays), by
-    /// their pointer tokens; nothing else here changed.
+    /// their decoded pointer tokens; nothing else here changed.
     Within(BTreeMap<String, Place>),
 }
 
@@ -49,113 +58,188 @@ impl Default for Changes {
 }
 
 impl Changes {
-    /// Notes the places a verdict's mutation sets, before it is applied.
-    pub(crate) fn record(&mut self, mutation: Option<&Mutation>) {
+    /// Notes the places a verdict's mutation sets in `object`, before it is
+    /// applied, keeping what `object` holds there where the chain has not yet
+    /// changed anything.
+    pub(crate) fn record(&mut self, mutation: Option<&Mutation>, object: &Value) {
         match mutation {
             None => {}
-            Some(Mutation::Object(_)) => self.0 = Place::Whole,
+            Some(Mutation::Object(_)) => self.0.keep_whole(Some(object)),
             Some(Mutation::Set(fields)) => {
                 for field in fields {
-                    self.record_pointer(&field.pointer);
+                    self.record_pointer(&field.pointer, object);
                 }
             }
         }
     }
 
-    fn record_pointer(&mut self, pointer: &str) {
+    fn record_pointer(&mut self, pointer: &str, object: &Value) {
         // A pointer that does not parse is refused by the mutation step, which
-        // changes nothing; comparing everything is the safe reading anyway.
+        // changes nothing; keeping the whole object is the safe reading anyway.
         let Ok(pointer) = Pointer::parse(pointer) else {
-            self.0 = Place::Whole;
-            return;
+            return self.0.keep_whole(Some(object));
         };
         let mut place = &mut self.0;
+        let mut here = Some(object);
         for token in pointer.tokens() {
             place = match place {
-                Place::Whole => return,
-                Place::Within(below) => below
-                    .entry(token.decoded().into_owned())
-                    .or_insert_with(|| Place::Within(BTreeMap::new())),
+                // Kept whole above: what was there before is already kept.
+                Place::Whole(_) => return,
+                // Where the mutation step creates objects (a member missing or
+                // `null` on the way) or fails (a scalar on the way), everything
+                // below is new: keep what is here, whole.
+                Place::Within(_) if !matches!(here, Some(Value::Object(_) | Value::Array(_))) => {
+                    return place.keep_whole(here);
+                }
+                Place::Within(below) => {
+                    let token = token.decoded();
+                    here = here.and_then(|value| match value {
+                        Value::Object(members) => members.get(token.as_ref()),
+                        Value::Array(items) => items.get(mutation::element_index(&token)?),
+                        _ => None,
+                    });
+                    below
+                        .entry(token.into_owned())
+                        .or_insert_with(|| Place::Within(BTreeMap::new()))
+                }
             };
         }
-        *place = Place::Whole;
+        place.keep_whole(here);
     }
 
-    /// The patch that turns `original` into `changed`, where `changed` is
-    /// `original` with changes only at the recorded places.
-    pub(crate) fn diff(&self, original: &Value, changed: &Value) -> Patch {
+    /// The patch that turns the object as it was into `changed`: the same
+    /// object, changed only at the recorded places.
+    pub(crate) fn diff(&self, changed: &Value) -> Patch {
         let mut patch = Patch::default();
-        diff_place(
-            &self.0,
-            original,
-            changed,
-            &mut PointerBuf::new(),
-            &mut patch,
-        );
+        diff_place(&self.0, Some(changed), &mut PointerBuf::new(), &mut patch);
         patch
+    }
+
+    /// Puts back what `object` held at the recorded places: it becomes the
+    /// object as it was before the first recorded mutation.
+    pub(crate) fn restore(self, object: &mut Value) {
+        match self.0 {
+            Place::Whole(Some(original)) => *object = original,
+            Place::Whole(None) => {}
+            Place::Within(below) => put_back(below, object),
+        }
     }
 }
 
-fn diff_place(place: &Place, left: &Value, right: &Value, at: &mut PointerBuf, patch: &mut Patch) {
-    let Place::Within(below) = place else {
-        return diff_whole(left, right, at, patch);
+impl Place {
+    /// This place is about to change whole; `now` is what it holds (`None`:
+    /// nothing). What it held before the chain changed it: `now`, with what was
+    /// kept below put back.
+    fn keep_whole(&mut self, now: Option<&Value>) {
+        if let Self::Within(below) = self {
+            let below = std::mem::take(below);
+            *self = Self::Whole(now.cloned().map(|mut before| {
+                put_back(below, &mut before);
+                before
+            }));
+        }
+    }
+}
+
+/// Puts what was kept below a place into `target`, the value there now.
+fn put_back(below: BTreeMap<String, Place>, target: &mut Value) {
+    for (token, place) in below {
+        match (&mut *target, place) {
+            (Value::Object(members), Place::Whole(Some(kept))) => {
+                members.insert(token, kept);
+            }
+            (Value::Object(members), Place::Whole(None)) => {
+                members.remove(&token);
+            }
+            (Value::Object(members), Place::Within(deeper)) => {
+                if let Some(member) = members.get_mut(&token) {
+                    put_back(deeper, member);
+                }
+            }
+            (Value::Array(items), place) => {
+                // An element is never added or removed below a place not kept
+                // whole: a set that named one out of range failed.
+                let Some(item) = mutation::element_index(&token).and_then(|i| items.get_mut(i))
+                else {
+                    continue;
+                };
+                match place {
+                    Place::Whole(Some(kept)) => *item = kept,
+                    Place::Whole(None) => {}
+                    Place::Within(deeper) => put_back(deeper, item),
+                }
+            }
+            // The shape changes only at a place kept whole.
+            _ => {}
+        }
+    }
+}
+
+fn diff_place(place: &Place, right: Option<&Value>, at: &mut PointerBuf, patch: &mut Patch) {
+    let below = match place {
+        Place::Whole(before) => return diff_kept(before.as_ref(), right, at, patch),
+        Place::Within(below) => below,
     };
-    match (left, right) {
-        (Value::Object(left_members), Value::Object(right_members)) => {
+    match right {
+        Some(Value::Object(members)) => {
             // In the whole diff's order: additions and replacements by key, then
             // removals. Both iterate keys in `String` order: `below` is a
             // BTreeMap, and so is serde_json's map without its `preserve_order`
             // feature (which would make the whole diff follow insertion order;
             // the generated test below would catch it).
+            let removed = |place: &Place, key: &String| {
+                matches!(place, Place::Whole(Some(_))) && !members.contains_key(key)
+            };
             for (key, place) in below {
-                let Some(right_value) = right_members.get(key) else {
-                    continue;
-                };
-                at.push_back(key);
-                match left_members.get(key) {
-                    Some(left_value) => diff_place(place, left_value, right_value, at, patch),
-                    None => patch.0.push(PatchOperation::Add(json_patch::AddOperation {
-                        path: at.clone(),
-                        value: right_value.clone(),
-                    })),
-                }
-                at.pop_back();
-            }
-            // A set never removes a member (only a place set whole can lose
-            // some); this keeps the diff right for any recorded place all the same.
-            for key in below.keys() {
-                if left_members.contains_key(key) && !right_members.contains_key(key) {
+                if !removed(place, key) {
                     at.push_back(key);
-                    patch
-                        .0
-                        .push(PatchOperation::Remove(json_patch::RemoveOperation {
-                            path: at.clone(),
-                        }));
+                    diff_place(place, members.get(key), at, patch);
+                    at.pop_back();
+                }
+            }
+            for (key, place) in below {
+                if removed(place, key) {
+                    at.push_back(key);
+                    diff_place(place, None, at, patch);
                     at.pop_back();
                 }
             }
         }
-        (Value::Array(left_items), Value::Array(right_items))
-            if left_items.len() == right_items.len() =>
-        {
-            let mut elements = Vec::with_capacity(below.len());
-            for (token, place) in below {
-                match mutation::element_index(token).filter(|index| *index < right_items.len()) {
-                    Some(index) => elements.push((index, place)),
-                    // Not an element the mutation step could have set.
-                    None => return diff_whole(left, right, at, patch),
-                }
-            }
+        Some(Value::Array(items)) => {
+            // Tokens that name no element belong to sets that failed.
+            let mut elements: Vec<_> = below
+                .iter()
+                .filter_map(|(token, place)| {
+                    let index = mutation::element_index(token).filter(|i| *i < items.len())?;
+                    Some((index, place))
+                })
+                .collect();
             elements.sort_unstable_by_key(|(index, _)| *index);
             for (index, place) in elements {
                 at.push_back(index);
-                diff_place(place, &left_items[index], &right_items[index], at, patch);
+                diff_place(place, Some(&items[index]), at, patch);
                 at.pop_back();
             }
         }
-        // The shape changed here: an array's length, or a value that became an
-        // object on the way to a new member.
-        _ => diff_whole(left, right, at, patch),
+        // The shape changes only at a place kept whole.
+        _ => {}
+    }
+}
+
+/// The operations from what was kept at `at` to what is there now.
+fn diff_kept(before: Option<&Value>, now: Option<&Value>, at: &PointerBuf, patch: &mut Patch) {
+    match (before, now) {
+        (Some(before), Some(now)) => diff_whole(before, now, at, patch),
+        (None, Some(now)) => patch.0.push(PatchOperation::Add(json_patch::AddOperation {
+            path: at.clone(),
+            value: now.clone(),
+        })),
+        (Some(_), None) => patch
+            .0
+            .push(PatchOperation::Remove(json_patch::RemoveOperation {
+                path: at.clone(),
+            })),
+        (None, None) => {}
     }
 }
 
@@ -194,21 +278,22 @@ mod tests {
 
     use super::*;
 
-    /// Applies `mutation` to `original` with the contract's step, and returns
-    /// the recorded diff beside the whole one.
+    /// Applies `mutations` to a copy of `original` with the contract's step, as
+    /// the chain does, and returns the recorded diff beside the whole one. What
+    /// was kept puts the original back.
     fn both_diffs(original: &Value, mutations: &[Mutation]) -> (Patch, Patch, Value) {
         let mut changes = Changes::default();
-        let mut object = Cow::Borrowed(original);
+        let mut object = Cow::Owned(original.clone());
         for mutation in mutations {
-            changes.record(Some(mutation));
+            changes.record(Some(mutation), &object);
             let _ = mutation::apply(&mut object, mutation.clone());
         }
         let changed = object.into_owned();
-        (
-            changes.diff(original, &changed),
-            json_patch::diff(original, &changed),
-            changed,
-        )
+        let recorded = changes.diff(&changed);
+        let mut restored = changed.clone();
+        changes.restore(&mut restored);
+        assert_eq!(&restored, original, "put back after {mutations:?}");
+        (recorded, json_patch::diff(original, &changed), changed)
     }
 
     fn set(fields: &[(&str, Value)]) -> Mutation {

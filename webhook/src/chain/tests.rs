@@ -61,9 +61,10 @@ fn policies_run_in_order_and_see_earlier_mutations() {
   - {name: second, module: SCRIPTED, settings: {behaviour: require-label, key: step, value: one}}
   - {name: third, module: SCRIPTED, settings: {behaviour: label, key: other, value: two}}",
     );
-    let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let mut review = request("CREATE");
+    let outcome = set.evaluate(&mut review, Selection::All, soon());
     assert_eq!(outcome.denial, None);
-    let object = outcome.object.unwrap();
+    let object = review.object;
     assert_eq!(
         object["metadata"]["labels"],
         json!({"step": "one", "other": "two"})
@@ -114,7 +115,8 @@ fn set_mutations_apply_in_order_and_are_checked_like_whole_objects() {
     failurePolicy: ignore
     settings: {behaviour: set, fields: [{pointer: /spec/replicas, raw: "{3"}]}"#,
     );
-    let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let mut review = request("CREATE");
+    let outcome = set.evaluate(&mut review, Selection::All, soon());
     assert_eq!(outcome.denial, None);
     let results: Vec<_> = outcome.runs.iter().map(|r| r.result.clone()).collect();
     assert_eq!(results[0], RunResult::Allowed { mutated: true });
@@ -132,7 +134,7 @@ fn set_mutations_apply_in_order_and_are_checked_like_whole_objects() {
         );
     }
     // Failed policies changed nothing, not even the valid part of their edits.
-    let object = outcome.object.unwrap();
+    let object = review.object;
     assert_eq!(object["metadata"]["labels"], json!({"step": "one"}));
     assert_eq!(object["metadata"]["name"], "web");
     assert_eq!(
@@ -149,7 +151,7 @@ fn an_enforced_denial_stops_the_chain_and_names_the_policy() {
   - {name: gate, module: SCRIPTED, settings: {behaviour: deny, message: no thanks}}
   - {name: later, module: SCRIPTED, settings: {behaviour: label, key: a, value: b}}",
     );
-    let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let outcome = set.evaluate(&mut request("CREATE"), Selection::All, soon());
     assert_eq!(
         outcome.denial,
         Some(Denial {
@@ -173,7 +175,7 @@ fn monitor_mode_never_denies_or_mutates_but_says_what_it_would_do() {
   - {name: watch-label, module: SCRIPTED, mode: monitor, settings: {behaviour: label, key: a, value: b}}
   - {name: watch-broken, module: SCRIPTED, mode: monitor, settings: {behaviour: trap}}",
         );
-    let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let outcome = set.evaluate(&mut request("CREATE"), Selection::All, soon());
     assert_eq!(outcome.denial, None);
     assert!(outcome.patch.is_none());
     assert_eq!(
@@ -195,7 +197,7 @@ fn failure_policy_decides_what_an_error_means() {
   - {name: labeller, module: SCRIPTED, settings: {behaviour: label, key: a, value: b}}
   - {name: strict, module: SCRIPTED, failurePolicy: fail, settings: {behaviour: trap}}",
         );
-    let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let outcome = set.evaluate(&mut request("CREATE"), Selection::All, soon());
     let denial = outcome.denial.unwrap();
     assert_eq!(denial.policy, "strict");
     assert!(
@@ -225,7 +227,8 @@ fn loops_time_out_and_memory_bombs_hit_the_limit() {
   - {name: fine, module: SCRIPTED, settings: {behaviour: label, key: still, value: works}}",
         );
     let started = Instant::now();
-    let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let mut review = request("CREATE");
+    let outcome = set.evaluate(&mut review, Selection::All, soon());
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(
         matches!(
@@ -240,10 +243,7 @@ fn loops_time_out_and_memory_bombs_hit_the_limit() {
         outcome.runs[1].result,
         RunResult::Failed(EvalError::MemoryLimit(16 << 20))
     );
-    assert_eq!(
-        outcome.object.unwrap()["metadata"]["labels"]["still"],
-        "works"
-    );
+    assert_eq!(review.object["metadata"]["labels"]["still"], "works");
 }
 
 #[test]
@@ -262,7 +262,7 @@ fn the_server_wide_memory_budget_stops_a_hog_and_is_given_back() {
   - {name: fine, module: SCRIPTED, settings: {behaviour: label, key: still, value: works}}",
         );
     for _ in 0..3 {
-        let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+        let outcome = set.evaluate(&mut request("CREATE"), Selection::All, soon());
         assert_eq!(
             outcome.runs[0].result,
             RunResult::Failed(EvalError::MemoryBudget(8 << 20))
@@ -287,7 +287,7 @@ fn the_review_deadline_bounds_every_policy() {
     );
     let started = Instant::now();
     let outcome = set.evaluate(
-        &request("CREATE"),
+        &mut request("CREATE"),
         Selection::All,
         Instant::now() + Duration::from_millis(100),
     );
@@ -296,12 +296,36 @@ fn the_review_deadline_bounds_every_policy() {
 }
 
 #[test]
+fn the_object_is_left_as_the_api_server_will_store_it() {
+    let labelled = "policies:
+  - {name: first, module: SCRIPTED, settings: {behaviour: label, key: step, value: one}}";
+    let sent = request("CREATE").object;
+    // Allowed: changed in place, as the patch says.
+    let mut review = request("CREATE");
+    let outcome = chain(labelled).evaluate(&mut review, Selection::All, soon());
+    let mut patched = sent.clone();
+    json_patch::patch(&mut patched, outcome.patch.as_ref().unwrap()).unwrap();
+    assert_eq!(review.object, patched);
+    assert_eq!(review.object["metadata"]["labels"]["step"], "one");
+    // Denied after a change: put back as it came.
+    let mut review = request("CREATE");
+    let outcome = chain(&format!(
+        "{labelled}
+  - {{name: gate, module: SCRIPTED, settings: {{behaviour: deny, message: no}}}}"
+    ))
+    .evaluate(&mut review, Selection::All, soon());
+    assert!(outcome.denial.is_some() && outcome.patch.is_none());
+    assert_eq!(outcome.runs[0].result, RunResult::Allowed { mutated: true });
+    assert_eq!(review.object, sent);
+}
+
+#[test]
 fn bad_output_is_a_policy_error() {
     let set = chain(
         "policies:
   - {name: garbled, module: SCRIPTED, settings: {behaviour: wrong-json}}",
     );
-    let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let outcome = set.evaluate(&mut request("CREATE"), Selection::All, soon());
     assert!(
         matches!(&outcome.runs[0].result, RunResult::Failed(EvalError::Policy(m)) if m.contains("not JSON"))
     );
@@ -313,15 +337,23 @@ fn deletes_subresources_and_untargeted_kinds_pass_untouched() {
     let set = chain(
         "policies: [{name: gate, module: SCRIPTED, settings: {behaviour: deny, message: no}}]",
     );
-    let outcome = set.evaluate(&request("DELETE"), Selection::All, soon());
+    let outcome = set.evaluate(&mut request("DELETE"), Selection::All, soon());
     assert!(outcome.denial.is_none() && outcome.runs.is_empty());
     let mut scale = request("UPDATE");
     scale.sub_resource = "scale".into();
-    assert!(set.evaluate(&scale, Selection::All, soon()).runs.is_empty());
+    assert!(
+        set.evaluate(&mut scale, Selection::All, soon())
+            .runs
+            .is_empty()
+    );
     let mut pod = request("CREATE");
     pod.kind.group = String::new();
     pod.kind.kind = "Pod".into();
-    assert!(set.evaluate(&pod, Selection::All, soon()).runs.is_empty());
+    assert!(
+        set.evaluate(&mut pod, Selection::All, soon())
+            .runs
+            .is_empty()
+    );
 }
 
 #[test]
@@ -331,7 +363,7 @@ fn selection_runs_one_policy() {
   - {name: gate, module: SCRIPTED, settings: {behaviour: deny, message: no}}
   - {name: labeller, module: SCRIPTED, settings: {behaviour: label, key: a, value: b}}",
     );
-    let outcome = set.evaluate(&request("CREATE"), Selection::Only("labeller"), soon());
+    let outcome = set.evaluate(&mut request("CREATE"), Selection::Only("labeller"), soon());
     assert!(outcome.denial.is_none());
     assert!(outcome.patch.is_some());
 }
@@ -341,7 +373,7 @@ fn guest_output_does_not_disturb_evaluation() {
     let set = chain(
         "policies: [{name: chatty, module: SCRIPTED, settings: {behaviour: print, message: hello}}]",
     );
-    let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let outcome = set.evaluate(&mut request("CREATE"), Selection::All, soon());
     assert_eq!(
         outcome.runs[0].result,
         RunResult::Allowed { mutated: false }
@@ -378,7 +410,7 @@ fn a_policy_that_logs_in_a_loop_is_held_to_its_log_quota() {
         "policies: [{name: chatty, module: SCRIPTED, timeout: 300ms, failurePolicy: ignore,
                          settings: {behaviour: log-flood, message: flood-line}}]",
     );
-    let (outcome, lines) = logged(|| set.evaluate(&request("CREATE"), Selection::All, soon()));
+    let (outcome, lines) = logged(|| set.evaluate(&mut request("CREATE"), Selection::All, soon()));
     assert!(
         matches!(
             outcome.runs[0].result,
@@ -430,7 +462,7 @@ fn a_long_denial_message_is_cut() {
     let set = chain(&format!(
         "policies: [{{name: gate, module: SCRIPTED, settings: {{behaviour: deny, message: '{message}'}}}}]"
     ));
-    let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let outcome = set.evaluate(&mut request("CREATE"), Selection::All, soon());
     let denial = outcome.denial.unwrap().message;
     assert_eq!(denial.chars().count(), MAX_DENIAL_CHARS);
     assert!(denial.starts_with("no no") && denial.ends_with('…'));
@@ -465,10 +497,11 @@ fn the_host_refuses_exactly_what_the_contract_table_says() {
         .enumerate()
         .filter_map(|(index, case)| {
             let name = format!("case-{index}");
-            let outcome = set.evaluate(&review, Selection::Only(&name), soon());
+            let mut review = review.clone();
+            let outcome = set.evaluate(&mut review, Selection::Only(&name), soon());
             let result = match &outcome.runs[0].result {
                 RunResult::Failed(EvalError::Policy(message)) => Err(message.clone()),
-                RunResult::Allowed { mutated: true } => Ok(outcome.object.clone()),
+                RunResult::Allowed { mutated: true } => Ok(Some(review.object)),
                 RunResult::Allowed { mutated: false } => Ok(None),
                 other => Err(format!("{other:?}")),
             };
@@ -508,7 +541,7 @@ fn a_looping_policy_s_circuit_opens_and_the_others_keep_working() {
   - {name: labeller, module: SCRIPTED, settings: {behaviour: label, key: still, value: works}}",
     );
     for _ in 0..2 {
-        let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+        let outcome = set.evaluate(&mut request("CREATE"), Selection::All, soon());
         assert!(matches!(
             outcome.runs[0].result,
             RunResult::Failed(EvalError::Timeout(_))
@@ -520,7 +553,8 @@ fn a_looping_policy_s_circuit_opens_and_the_others_keep_working() {
     );
     // Open: the looper is not run at all, its failurePolicy (ignore) decides, and
     // the review says so; the next policy runs as before.
-    let outcome = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let mut review = request("CREATE");
+    let outcome = set.evaluate(&mut review, Selection::All, soon());
     assert!(
         matches!(
             &outcome.runs[0].result,
@@ -531,10 +565,7 @@ fn a_looping_policy_s_circuit_opens_and_the_others_keep_working() {
     );
     assert_eq!(outcome.runs[0].duration, Duration::ZERO);
     assert_eq!(outcome.runs[1].result, RunResult::Allowed { mutated: true });
-    assert_eq!(
-        outcome.object.unwrap()["metadata"]["labels"]["still"],
-        "works"
-    );
+    assert_eq!(review.object["metadata"]["labels"]["still"], "works");
     assert!(
         outcome
             .warnings
@@ -559,9 +590,9 @@ fn an_open_circuit_with_failure_policy_fail_denies_at_once() {
   - {name: looper, module: SCRIPTED, timeout: 50ms, circuit: {failures: 1, cooldown: 1h},
      settings: {behaviour: loop}}",
     );
-    let first = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let first = set.evaluate(&mut request("CREATE"), Selection::All, soon());
     assert!(first.denial.unwrap().message.contains("(timeout)"));
-    let second = set.evaluate(&request("CREATE"), Selection::All, soon());
+    let second = set.evaluate(&mut request("CREATE"), Selection::All, soon());
     let denial = second.denial.unwrap();
     assert_eq!(denial.policy, "looper");
     assert!(

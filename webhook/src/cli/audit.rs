@@ -565,7 +565,7 @@ impl<'a> Report<'a> {
                     patch,
                     policies,
                     ..
-                } = DecisionReport::new(String::new(), request, &target.object, decision);
+                } = DecisionReport::new(String::new(), request, decision);
                 Decided {
                     operation,
                     allowed,

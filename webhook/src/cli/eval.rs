@@ -115,14 +115,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             dry_run: true,
             field_manager: None,
         };
-        let request = admission_request(&object, old, &who)
+        let mut request = admission_request(&object, old, &who)
             .and_then(parse_request)
             .with_context(|| format!("{origin}: cannot evaluate this object"))?;
         let deadline = Instant::now() + config.request_timeout.max(Duration::from_secs(1));
-        let decision = admission::decide(&request, &policies, Selection::All, deadline);
+        let decision = admission::decide(&mut request, &policies, Selection::All, deadline);
         denied |= !decision.response.allowed;
         if output != Output::Manifests {
-            reports.push(DecisionReport::new(origin, &request, &object, &decision));
+            reports.push(DecisionReport::new(origin, &request, &decision));
             continue;
         }
         let described = format!("{origin}: {}", request.object_name());
@@ -134,9 +134,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             eprintln!("denied: {described}: {}", status.message);
             continue;
         }
-        let object = decision.outcome.object.unwrap_or(object);
+        // As the API server would store it: the policies' changes are in it.
         writeln!(out, "---").context("writing to stdout")?;
-        serde_yaml::to_writer(&mut out, &object).context("writing to stdout")?;
+        serde_yaml::to_writer(&mut out, &request.object).context("writing to stdout")?;
     }
     match output {
         Output::Manifests => {}

@@ -54,12 +54,7 @@ pub struct PolicyReport {
 }
 
 impl DecisionReport {
-    pub fn new(
-        source: String,
-        request: &ReviewRequest,
-        object: &Value,
-        decision: &Decision,
-    ) -> Self {
+    pub fn new(source: String, request: &ReviewRequest, decision: &Decision) -> Self {
         let Decision { response, outcome } = decision;
         let allowed = response.allowed;
         let patch = outcome
@@ -79,7 +74,8 @@ impl DecisionReport {
                 .map(|status| status.message.clone()),
             warnings: response.warnings.clone(),
             patch,
-            mutated: allowed.then(|| outcome.object.clone().unwrap_or_else(|| object.clone())),
+            // `decide` left the object as the API server would store it.
+            mutated: allowed.then(|| request.object.clone()),
             policies: outcome.runs.iter().map(PolicyReport::new).collect(),
         }
     }

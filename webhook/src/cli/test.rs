@@ -249,12 +249,12 @@ fn run_case(
         }
     };
     let decide = |request: &Value| -> Result<(DecisionReport, Value), String> {
-        let parsed = parse_request(request.clone()).map_err(|e| format!("{e:#}"))?;
+        let mut parsed = parse_request(request.clone()).map_err(|e| format!("{e:#}"))?;
         let deadline = Instant::now() + config.request_timeout.max(Duration::from_secs(1));
-        let decision = admission::decide(&parsed, policies, Selection::All, deadline);
+        let decision = admission::decide(&mut parsed, policies, Selection::All, deadline);
         let object = request["object"].clone();
         Ok((
-            DecisionReport::new(case.name.clone(), &parsed, &object, &decision),
+            DecisionReport::new(case.name.clone(), &parsed, &decision),
             object,
         ))
     };
