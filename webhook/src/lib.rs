@@ -14,7 +14,8 @@
 //!                       admission   the decision: decide(request, policies) ──► Response
 //!                          │
 //!                          ▼
-//!                       chain       load (compile, settings) | evaluate: one step per policy
+//!                       chain       load (compile, settings) | evaluate: one step per policy,
+//!                          │          on the request's object, in place; the patch from what each step kept
 //!                          │          ├─► engine: a fresh wasm instance per evaluation
 //!                          │          └─► stsguard_contract: the mutation step, identity rule, texts
 //!                          ▼
