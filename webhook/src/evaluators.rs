@@ -101,8 +101,10 @@ impl Evaluators {
         };
         turn.busy.fetch_add(1, Ordering::AcqRel);
         let job: Job = Box::new(move || {
-            let _ = done.send(f());
+            let result = f();
+            // The job has ended: no longer counted once its handler hears so.
             drop(turn);
+            let _ = done.send(result);
         });
         self.queue.send(job).await.map_err(|_| Lost)?;
         result.await.map_err(|_| Lost)
