@@ -131,8 +131,9 @@ pub fn as_created(mut object: Value) -> Value {
 #[derive(Debug)]
 pub struct Evaluation {
     pub target: Target,
-    /// The AdmissionRequest evaluated and the decision; `None` when the object
-    /// could not become a request (the finding says why).
+    /// The AdmissionRequest evaluated (its object as the decision leaves it)
+    /// and the decision; `None` when the object could not become a request (the
+    /// finding says why).
     pub decided: Option<(ReviewRequest, Decision)>,
     pub finding: Finding,
 }

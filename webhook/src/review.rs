@@ -25,7 +25,8 @@ mod envelope;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
-/// The fields of an AdmissionRequest the host routes on, plus the raw request.
+/// The fields of an AdmissionRequest the host routes on, plus the raw request
+/// and its object.
 #[derive(Debug, Clone)]
 pub struct ReviewRequest {
     pub uid: String,

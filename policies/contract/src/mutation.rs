@@ -4,14 +4,14 @@
 //! the whole object, or values to set at JSON pointers. Values are the fast way —
 //! the guest serializes two probes instead of the whole StatefulSet, and the host
 //! parses two probes instead of the whole object again. Either way nobody takes a
-//! patch from a policy: the change is applied to a copy, the object must still be
-//! the same object ([`IDENTITY`]), and the one patch for the whole chain is the
-//! difference computed at the end.
+//! patch from a policy: the host applies the change itself, the object must still
+//! be the same object ([`IDENTITY`]), and the one patch for the whole chain is
+//! the difference computed at the end.
 //!
 //! Nothing is applied unless everything is valid: values are parsed before any is
 //! set, and every change is logged so that a bad pointer in a policy's third
-//! value, or a change of identity, is undone. So the host edits its working copy
-//! in place instead of copying the object for every mutating policy.
+//! value, or a change of identity, is undone. So the host edits the object in
+//! place, never a copy of it.
 //!
 //! Pointer rules (RFC 6901, read by `jsonptr`): objects missing or `null` on the
 //! way are created; array elements must exist (no `-`, no leading zeros); the

@@ -1,7 +1,6 @@
 //! Running one review through the loaded chain: one [`Policy::run`] step per
 //! policy, in order, each seeing the object as the ones before left it.
 
-use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -125,7 +124,7 @@ impl ChainOutcome {
 /// What the policies get, serialized once per review (the request) and once
 /// per version of the object, not once per policy.
 struct Input<'a> {
-    /// The review's, for logs.
+    /// The review's, for logs and the policy's call context.
     uid: &'a str,
     request: RequestWithoutObject<'a>,
     request_text: Option<String>,
@@ -193,27 +192,15 @@ impl Policy {
             .call(input, object, deadline)
             .and_then(|verdict| match mode {
                 Mode::Enforce => {
-                    changes.record(verdict.mutation.as_ref(), object);
-                    // Owned, the contract's step changes the object in place:
-                    // moved in and out, never copied.
-                    let mut owned = Cow::Owned(std::mem::take(object));
-                    let applied = verdict.apply(mutating, &mut owned);
-                    *object = owned.into_owned();
-                    let applied = applied?;
+                    let applied = changes.apply(verdict, mutating, object)?;
                     if applied.changed {
                         input.object_changed();
                     }
                     Ok(applied)
                 }
                 Mode::Monitor => {
-                    let mut would_change = Changes::default();
-                    would_change.record(verdict.mutation.as_ref(), object);
-                    let mut scratch = Cow::Borrowed(&*object);
-                    let applied = verdict.apply(mutating, &mut scratch)?;
-                    if applied.changed {
-                        let patch = would_change.diff(&scratch);
-                        run.would_patch = Some(to_json(&patch));
-                    }
+                    let (applied, patch) = Changes::would_apply(verdict, mutating, object)?;
+                    run.would_patch = patch.map(|patch| to_json(&patch));
                     Ok(applied)
                 }
             });

@@ -12,26 +12,29 @@
 //! A policy's change is applied by the contract's mutation step, which changes
 //! nothing outside the places its verdict names: a value at a pointer, with the
 //! objects it creates on the way (where a member is missing or `null`); or the
-//! whole object. So before each verdict is applied, [`Changes::record`] notes
-//! those places and keeps what the object held at each, the first time the
-//! chain touches it: a probe that was missing is kept as "nothing here", a
-//! `podManagementPolicy` as its old string. The chain then changes its object in
-//! place, and [`Changes::diff`] compares, at those places only, what was kept
-//! with what is there now, handing over to `json_patch::diff` for each. The
-//! patch is the one the whole diff gives, operation for operation (a test
-//! checks that on generated objects and mutations); [`Changes::restore`] puts
-//! the kept values back.
+//! whole object. So [`Changes::apply`] applies each verdict to the chain's
+//! object in place, after keeping what the object holds at those places, the
+//! first time the chain touches each: a probe that was missing is kept as
+//! "nothing here", a `podManagementPolicy` as its old string, a whole object
+//! replaced as the object it replaced (moved, not copied). [`Changes::diff`]
+//! compares, at those places only, what was kept with what is there now,
+//! handing over to `json_patch::diff` for each. The patch is the one the whole
+//! diff gives, operation for operation (a test checks that on generated objects
+//! and mutations); [`Changes::restore`] puts the kept values back.
 //!
-//! Recording more places than changed costs a comparison, never correctness: a
-//! verdict that fails half-way is rolled back, and its places are compared and
-//! found equal.
+//! Keeping more places than changed costs a small copy and a comparison, never
+//! correctness: a verdict that fails half-way is rolled back, and its places
+//! are compared and found equal. Monitor mode's would-be patch
+//! ([`Changes::would_apply`]) is computed the same way on a scratch copy.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use json_patch::jsonptr::{Pointer, PointerBuf};
 use json_patch::{Patch, PatchOperation};
 use serde_json::Value;
-use stsguard_contract::{Mutation, mutation};
+use stsguard_contract::verdict::Applied;
+use stsguard_contract::{Mutation, Verdict, VerdictError, mutation};
 
 /// The places in an object where the chain may have changed it, and what the
 /// object held there before.
@@ -58,26 +61,80 @@ impl Default for Changes {
 }
 
 impl Changes {
-    /// Notes the places a verdict's mutation sets in `object`, before it is
-    /// applied, keeping what `object` holds there where the chain has not yet
-    /// changed anything.
-    pub(crate) fn record(&mut self, mutation: Option<&Mutation>, object: &Value) {
-        match mutation {
-            None => {}
-            Some(Mutation::Object(_)) => self.0.keep_whole(Some(object)),
-            Some(Mutation::Set(fields)) => {
+    /// Applies a policy's verdict (`mutating` as its metadata says) to the
+    /// chain's `object`, in place, keeping first what the object holds at the
+    /// places it sets. As [`Verdict::apply`]: on error `object` is as it was.
+    pub(crate) fn apply(
+        &mut self,
+        verdict: Verdict,
+        mutating: bool,
+        object: &mut Value,
+    ) -> Result<Applied, VerdictError> {
+        // Otherwise the step changes nothing (or refuses): nothing to keep.
+        let applies = verdict.allowed && mutating;
+        match &verdict.mutation {
+            Some(Mutation::Set(fields)) if applies => {
                 for field in fields {
                     self.record_pointer(&field.pointer, object);
                 }
+                // Owned, the step changes the object in place: moved in and
+                // out, never copied.
+                let mut owned = Cow::Owned(std::mem::take(object));
+                let applied = verdict.apply(mutating, &mut owned);
+                *object = owned.into_owned();
+                applied
             }
+            Some(Mutation::Object(_)) if applies => {
+                // Replaced whole: what to keep is the object it replaces, moved
+                // rather than copied.
+                let before = std::mem::take(object);
+                let mut after = Cow::Borrowed(&before);
+                let applied = verdict.apply(mutating, &mut after);
+                match after {
+                    Cow::Owned(after) => {
+                        *object = after;
+                        self.0.keep_replaced(before);
+                    }
+                    Cow::Borrowed(_) => *object = before,
+                }
+                applied
+            }
+            _ => verdict.apply(mutating, &mut Cow::Borrowed(object)),
         }
     }
 
+    /// What applying `verdict` to `object` would do, for monitor mode: the
+    /// applied verdict, and the patch when it would change the object.
+    pub(crate) fn would_apply(
+        verdict: Verdict,
+        mutating: bool,
+        object: &Value,
+    ) -> Result<(Applied, Option<Patch>), VerdictError> {
+        let mut changes = Self::default();
+        let whole = matches!(verdict.mutation, Some(Mutation::Object(_)));
+        if let (true, Some(Mutation::Set(fields))) =
+            (verdict.allowed && mutating, &verdict.mutation)
+        {
+            for field in fields {
+                changes.record_pointer(&field.pointer, object);
+            }
+        }
+        // A scratch copy, made only once a value differs.
+        let mut scratch = Cow::Borrowed(object);
+        let applied = verdict.apply(mutating, &mut scratch)?;
+        let patch = match scratch {
+            Cow::Owned(after) if applied.changed && whole => Some(json_patch::diff(object, &after)),
+            Cow::Owned(after) if applied.changed => Some(changes.diff(&after)),
+            _ => None,
+        };
+        Ok((applied, patch))
+    }
+
     fn record_pointer(&mut self, pointer: &str, object: &Value) {
-        // A pointer that does not parse is refused by the mutation step, which
-        // changes nothing; keeping the whole object is the safe reading anyway.
+        // A pointer that does not parse is refused by the mutation step (by
+        // the same parser), and the whole verdict with it: nothing changes.
         let Ok(pointer) = Pointer::parse(pointer) else {
-            return self.0.keep_whole(Some(object));
+            return;
         };
         let mut place = &mut self.0;
         let mut here = Some(object);
@@ -127,6 +184,16 @@ impl Changes {
 }
 
 impl Place {
+    /// The object at this place was replaced by another; `before` is the one
+    /// replaced. What it held before the chain changed it: `before`, with what
+    /// was kept below put back (unless kept whole already).
+    fn keep_replaced(&mut self, mut before: Value) {
+        if let Self::Within(below) = self {
+            put_back(std::mem::take(below), &mut before);
+            *self = Self::Whole(Some(before));
+        }
+    }
+
     /// This place is about to change whole; `now` is what it holds (`None`:
     /// nothing). What it held before the chain changed it: `now`, with what was
     /// kept below put back.
@@ -271,29 +338,42 @@ fn diff_whole(left: &Value, right: &Value, at: &PointerBuf, patch: &mut Patch) {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
 
     use serde_json::json;
     use stsguard_contract::Field;
 
     use super::*;
 
-    /// Applies `mutations` to a copy of `original` with the contract's step, as
-    /// the chain does, and returns the recorded diff beside the whole one. What
-    /// was kept puts the original back.
+    /// Applies `mutations` to a copy of `original` as the chain does, and
+    /// returns the recorded diff beside the whole one. Checks on the way that
+    /// monitor mode's patch of each verdict is the whole diff of that step, and
+    /// at the end that what was kept puts the original back.
     fn both_diffs(original: &Value, mutations: &[Mutation]) -> (Patch, Patch, Value) {
+        let verdict = |mutation: &Mutation| Verdict {
+            allowed: true,
+            message: None,
+            warnings: Vec::new(),
+            mutation: Some(mutation.clone()),
+        };
         let mut changes = Changes::default();
-        let mut object = Cow::Owned(original.clone());
+        let mut object = original.clone();
         for mutation in mutations {
-            changes.record(Some(mutation), &object);
-            let _ = mutation::apply(&mut object, mutation.clone());
+            let would = Changes::would_apply(verdict(mutation), true, &object);
+            let before = object.clone();
+            let applied = changes.apply(verdict(mutation), true, &mut object);
+            assert_eq!(applied.is_ok(), would.is_ok(), "{mutation:?}");
+            let would_patch = would.ok().and_then(|(_, patch)| patch).unwrap_or_default();
+            assert_eq!(
+                would_patch,
+                json_patch::diff(&before, &object),
+                "monitor mode's patch of {mutation:?} on {before}"
+            );
         }
-        let changed = object.into_owned();
-        let recorded = changes.diff(&changed);
-        let mut restored = changed.clone();
+        let recorded = changes.diff(&object);
+        let mut restored = object.clone();
         changes.restore(&mut restored);
         assert_eq!(&restored, original, "put back after {mutations:?}");
-        (recorded, json_patch::diff(original, &changed), changed)
+        (recorded, json_patch::diff(original, &object), object)
     }
 
     fn set(fields: &[(&str, Value)]) -> Mutation {
