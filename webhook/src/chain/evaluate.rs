@@ -158,8 +158,9 @@ impl<'a> Input<'a> {
 impl Policy {
     /// The step: evaluate this policy on the object as it is now and apply what
     /// it says — in enforce mode to the chain's object (in place; nothing changes
-    /// if it fails; where it sets values goes into `changes`), in monitor mode to
-    /// a scratch copy that only yields the patch it would have caused.
+    /// if it fails; what it held where the policy sets values is kept in
+    /// `changes`), in monitor mode to a scratch copy that only yields the patch
+    /// it would have caused.
     fn run(
         &self,
         input: &mut Input<'_>,
