@@ -22,7 +22,7 @@
 
 mod process;
 
-pub(crate) use process::{cpu_seconds, resident_bytes};
+pub(crate) use process::{context_switches, cpu_seconds, resident_bytes};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -474,4 +474,16 @@ fn bench_loads_an_in_process_server_over_http1_without_a_warm_up() {
     assert!(answered > 0, "{stdout}");
     assert!(stdout.contains(" 0 failed"), "{stdout}");
     assert!(stderr.contains("over HTTP/1.1"), "{stderr}");
+    // Server and client share this process here: both show in its use.
+    let cpu = stdout
+        .lines()
+        .find(|line| line.starts_with("cpu:"))
+        .unwrap_or_else(|| panic!("a cpu line: {stdout}"));
+    assert!(cpu.contains("µs per review"), "{cpu}");
+    let switches = cpu
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" context switches per review"))
+        .and_then(|count| count.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("context switches per review: {cpu}"));
+    assert!(switches > 0.0, "{cpu}");
 }

@@ -81,8 +81,8 @@ pub struct BenchArgs {
         requires = "beside"
     )]
     beside_concurrency: usize,
-    /// Report this process's resident memory and CPU time per review (the server's
-    /// PID, with --url).
+    /// Report this process's resident memory, and its CPU time and context
+    /// switches per review (the server's PID, with --url).
     #[arg(long, env = "STSGUARD_BENCH_SERVER_PID")]
     server_pid: Option<u32>,
     #[command(flatten)]
@@ -215,14 +215,12 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let pid = server_pid.map_or_else(|| "self".to_string(), |pid| pid.to_string());
-    let cpu_before = cpu_seconds(&pid);
+    let before = Usage::of(&pid);
     let (measured, beside) = load(&main_load, beside_load.as_ref(), &body, duration).await;
-    let cpu = cpu_before
-        .zip(cpu_seconds(&pid))
-        .map(|(before, after)| after - before);
+    let used = Usage::of(&pid).since(&before);
     let answered = measured.ok + beside.as_ref().map_or(0, |tally| tally.ok);
     report(&measured, duration);
-    report_resources(answered, duration, server_pid, cpu, beside.is_some());
+    report_resources(answered, duration, server_pid, &used, beside.is_some());
     if let Some(error) = &measured.first_error {
         eprintln!("first error: {error}");
     }
@@ -524,12 +522,45 @@ fn report(tally: &Tally, duration: Duration) {
     );
 }
 
-/// The server's memory and its CPU time per review answered (on every route).
+/// What a process has used so far: CPU time, and context switches (each one a
+/// thread that slept or was preempted: hand-offs between threads show here).
+#[derive(Debug, Default)]
+struct Usage {
+    cpu_seconds: Option<f64>,
+    context_switches: Option<u64>,
+}
+
+impl Usage {
+    /// Of `self` or a PID.
+    fn of(pid: &str) -> Self {
+        Self {
+            cpu_seconds: crate::metrics::cpu_seconds(pid),
+            context_switches: crate::metrics::context_switches(pid),
+        }
+    }
+
+    /// What was used between `before` and this reading.
+    fn since(self, before: &Self) -> Self {
+        Self {
+            cpu_seconds: self
+                .cpu_seconds
+                .zip(before.cpu_seconds)
+                .map(|(now, then)| now - then),
+            context_switches: self
+                .context_switches
+                .zip(before.context_switches)
+                .map(|(now, then)| now.saturating_sub(then)),
+        }
+    }
+}
+
+/// The server's memory, and its CPU time and context switches per review
+/// answered (on every route).
 fn report_resources(
     answered: u64,
     duration: Duration,
     server_pid: Option<u32>,
-    cpu: Option<f64>,
+    used: &Usage,
     routes: bool,
 ) {
     let pid = server_pid.map_or_else(|| "self".to_string(), |pid| pid.to_string());
@@ -544,22 +575,26 @@ fn report_resources(
             rss as f64 / (1024.0 * 1024.0)
         );
     }
-    if let Some(cpu) = cpu.filter(|_| answered > 0) {
+    if let Some(cpu) = used.cpu_seconds.filter(|_| answered > 0) {
         let whose = if server_pid.is_some() {
             "server"
         } else {
             "this process (server and client)"
         };
+        let switches = used
+            .context_switches
+            .map(|switches| {
+                format!(
+                    ", {:.2} context switches per review",
+                    switches as f64 / answered as f64
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "cpu:        {whose} {:.0} µs per review{} ({:.2} cores busy)",
+            "cpu:        {whose} {:.0} µs per review{} ({:.2} cores busy){switches}",
             cpu * 1e6 / answered as f64,
             if routes { " of both routes" } else { "" },
             cpu / duration.as_secs_f64()
         );
     }
-}
-
-/// User and system CPU time of a process so far (`self` or a PID).
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    crate::metrics::cpu_seconds(pid)
 }

@@ -69,6 +69,27 @@ pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
     Reading::parse(&stat, "", None).map(|reading| reading.cpu_seconds)
 }
 
+/// Context switches of process `pid` (`self` or a number) so far: voluntary
+/// (a thread went to sleep: waiting for work, a lock, I/O) and not (it was
+/// preempted), summed over the threads it has now (a thread that ended takes
+/// its count with it).
+pub(crate) fn context_switches(pid: &str) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let switches = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+        .map(|status| thread_switches(&status))
+        .sum();
+    Some(switches)
+}
+
+/// The context switches a thread's `/proc/<pid>/task/<tid>/status` counts.
+fn thread_switches(status: &str) -> u64 {
+    ["voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"]
+        .iter()
+        .filter_map(|key| field(status, key)?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Resident memory of process `pid` (`self` or a number) now.
 pub(crate) fn resident_bytes(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -181,6 +202,27 @@ mod tests {
             ),
             Some(1048576)
         );
+    }
+
+    #[test]
+    fn context_switches_are_counted_over_every_thread() {
+        let status =
+            "Name:\tstsguard\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(thread_switches(status), 127);
+        assert_eq!(thread_switches("Name:\tstsguard\n"), 0);
+        // This thread sleeps once; another sleeps, then waits on a channel:
+        // three switches at least, counted while both threads live.
+        let before = context_switches("self").expect("/proc/self/task is readable on Linux");
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let _ = wait.recv();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(context_switches("self").unwrap() >= before + 3);
+        drop(done);
+        other.join().unwrap();
+        assert_eq!(context_switches("no-such-process"), None);
     }
 
     #[test]
