@@ -210,18 +210,17 @@ mod tests {
             "Name:\tstsguard\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
         assert_eq!(thread_switches(status), 127);
         assert_eq!(thread_switches("Name:\tstsguard\n"), 0);
-        // This thread sleeps once; another sleeps, then waits on a channel:
-        // three switches at least, counted while both threads live.
-        let before = context_switches("self").expect("/proc/self/task is readable on Linux");
-        let (done, wait) = std::sync::mpsc::channel::<()>();
-        let other = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            let _ = wait.recv();
-        });
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(context_switches("self").unwrap() >= before + 3);
-        drop(done);
-        other.join().unwrap();
+        // A process that went to sleep has switched out at least once. (Not
+        // this one: other tests' threads end meanwhile and take their counts.)
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .expect("sleep runs");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let switches = context_switches(&sleeper.id().to_string());
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        assert!(switches.expect("/proc/<pid>/task is readable on Linux") >= 1);
         assert_eq!(context_switches("no-such-process"), None);
     }
 
