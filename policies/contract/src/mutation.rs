@@ -274,13 +274,18 @@ pub fn value_at<'a>(object: &'a Value, pointer: &str) -> Option<&'a Value> {
     tokens.split('/').try_fold(object, |here, token| {
         // Decoded by jsonptr, as `set_logged` decodes it.
         let token = jsonptr::Token::from_encoded(token).ok()?;
-        let token = token.decoded();
-        match here {
-            Value::Object(members) => members.get(token.as_ref()),
-            Value::Array(items) => items.get(element_index(&token)?),
-            _ => None,
-        }
+        child(here, &token.decoded())
     })
+}
+
+/// The member of an object, or the element of an array, that a decoded
+/// pointer token names; nothing inside other values.
+pub fn child<'a>(here: &'a Value, token: &str) -> Option<&'a Value> {
+    match here {
+        Value::Object(members) => members.get(token),
+        Value::Array(items) => items.get(element_index(token)?),
+        _ => None,
+    }
 }
 
 /// Reverts the logged changes, newest first.

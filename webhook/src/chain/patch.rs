@@ -150,11 +150,7 @@ impl Changes {
                 }
                 Place::Within(below) => {
                     let token = token.decoded();
-                    here = here.and_then(|value| match value {
-                        Value::Object(members) => members.get(token.as_ref()),
-                        Value::Array(items) => items.get(mutation::element_index(&token)?),
-                        _ => None,
-                    });
+                    here = here.and_then(|value| mutation::child(value, &token));
                     below
                         .entry(token.into_owned())
                         .or_insert_with(|| Place::Within(BTreeMap::new()))
