@@ -564,23 +564,18 @@ fn report_resources(
     routes: bool,
 ) {
     let pid = server_pid.map_or_else(|| "self".to_string(), |pid| pid.to_string());
+    let whose = if server_pid.is_some() {
+        "server"
+    } else {
+        "this process (server and client)"
+    };
     if let Some(rss) = crate::metrics::resident_bytes(&pid) {
-        let whose = if server_pid.is_some() {
-            "server"
-        } else {
-            "this process (server and client)"
-        };
         println!(
             "memory:     {whose} resident {:.1} MiB",
             rss as f64 / (1024.0 * 1024.0)
         );
     }
     if let Some(cpu) = used.cpu_seconds.filter(|_| answered > 0) {
-        let whose = if server_pid.is_some() {
-            "server"
-        } else {
-            "this process (server and client)"
-        };
         let switches = used
             .context_switches
             .map(|switches| {
