@@ -487,3 +487,18 @@ fn bench_loads_an_in_process_server_over_http1_without_a_warm_up() {
         .unwrap_or_else(|| panic!("context switches per review: {cpu}"));
     assert!(switches > 0.0, "{cpu}");
 }
+
+#[test]
+fn bench_refuses_a_server_pid_it_cannot_measure() {
+    let output = stsguard()
+        .args(["bench", "--url", "https://127.0.0.1:9/mutate"])
+        .args(["--server-pid", "4294967295"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--server-pid 4294967295: no process to measure"),
+        "{stderr}"
+    );
+}

@@ -128,6 +128,14 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = beside.as_deref().filter(|path| !path.starts_with('/')) {
         bail!("--beside takes a path of the same server, e.g. /mutate/looper (not {path:?})");
     }
+    // Checked first: a wrong PID would otherwise end the run without its figures.
+    if let Some(pid) = server_pid
+        && crate::metrics::cpu_seconds(&pid.to_string()).is_none()
+    {
+        bail!(
+            "--server-pid {pid}: no process to measure (/proc/{pid}/stat cannot be read);              give the PID of the running `stsguard serve`, e.g. from `pgrep -f 'stsguard serve'`"
+        );
+    }
     let body = match &review {
         Some(path) => {
             std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?
