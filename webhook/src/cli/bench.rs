@@ -133,7 +133,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         && crate::metrics::cpu_seconds(&pid.to_string()).is_none()
     {
         bail!(
-            "--server-pid {pid}: no process to measure (/proc/{pid}/stat cannot be read);              give the PID of the running `stsguard serve`, e.g. from `pgrep -f 'stsguard serve'`"
+            "--server-pid {pid}: no process to measure (/proc/{pid}/stat cannot be read); \
+             give the PID of the running `stsguard serve`, e.g. from `pgrep -f 'stsguard serve'`"
         );
     }
     let body = match &review {
