@@ -119,6 +119,18 @@ for chart in counter-app stsguard; do
   done < <(values_files "$chart")
 done
 
+# `helm install stsguard deploy/charts/stsguard` without -n: the release in `default`,
+# default values. It must lint and render; helm test then dry-runs in kube-public
+# (the webhook never sees its own namespace), which check_role asserts below.
+step "helm lint --strict stsguard (default values, namespace default)"
+"$HELM" lint --strict "$root/deploy/charts/stsguard" --namespace default
+for kube in "${KUBE_VERSIONS[@]}"; do
+  file="$out/stsguard-in-default-$kube.yaml"
+  "$HELM" template stsguard "$root/deploy/charts/stsguard" --namespace default \
+    --kube-version "$kube" --include-crds >"$file"
+  rendered+=("$kube=default=$file")
+done
+
 # A policy module from an OCI image volume: only Kubernetes versions that have them.
 image_values='policyModules=[{"name":"big-rules","file":"policy.wasm","image":{"reference":"ghcr.io/example/big-rules:1.0.0"}}]'
 file="$out/stsguard-image-volume-${KUBE_VERSIONS[2]}.yaml"
@@ -302,8 +314,14 @@ def check_role(where, role, namespace):
     wanted = [{"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["create"]}]
     if role.get("rules") != wanted:
         fail(where, f"rules must be exactly {wanted}, not {role.get('rules')}")
-    if role["metadata"].get("namespace") in (namespace, "kube-system"):
+    test_namespace = role["metadata"].get("namespace")
+    if test_namespace in (namespace, "kube-system"):
         fail(where, "test.namespace is one the webhook never sees")
+    # Default values: `default`, unless the release lives there.
+    expected = "kube-public" if namespace == "default" else "default"
+    if where.startswith(("stsguard-default-", "stsguard-in-default-")):
+        if test_namespace != expected:
+            fail(where, f"helm test dry-runs in {test_namespace}, expected {expected} with default values")
 
 
 def audit_rules(watching):

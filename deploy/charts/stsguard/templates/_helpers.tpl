@@ -346,3 +346,24 @@ keeps running to recheck.
 {{- end }}
 {{- end -}}
 {{- end }}
+
+{{/*
+The namespace `helm test` dry-runs in: test.namespace, else `default`, else (the
+release lives in `default`, or it is excluded) `kube-public`, which the API server
+creates in every cluster. It must be one the webhook sees, or the test could not pass.
+*/}}
+{{- define "stsguard.testNamespace" -}}
+{{- $excluded := concat (list .Release.Namespace "kube-system") .Values.webhook.excludeNamespaces -}}
+{{- with .Values.test.namespace -}}
+{{- if has . $excluded -}}
+{{- fail (printf "test.namespace %q is a namespace the webhook never sees (its own, kube-system and webhook.excludeNamespaces), so helm test could not pass; choose one it covers, or leave it empty" .) -}}
+{{- end -}}
+{{- . -}}
+{{- else -}}
+{{- $picked := "" -}}
+{{- range list "default" "kube-public" -}}
+{{- if and (not $picked) (not (has . $excluded)) }}{{ $picked = . }}{{ end -}}
+{{- end -}}
+{{- $picked | required "the webhook sees neither default nor kube-public (webhook.excludeNamespaces), so helm test has nowhere to dry-run: set test.namespace to a namespace it covers" -}}
+{{- end -}}
+{{- end -}}
