@@ -1,7 +1,7 @@
 //! counter-app: the StatefulSet course-lab app done right. `GET /` shows the time and counts
 //! a visit; the count lives in one file on the pod's persistent volume.
 //!
-//! What "right" means, against what the labs did (seeds in `/work/shared/seeds`): probes and
+//! What "right" means, against what the course labs did: probes and
 //! scrapes never count as visits (theirs hit `/` and inflated every pod's count); a visit is
 //! answered only once it is on disk; concurrent visits are never lost and share one fsync;
 //! a crash cannot leave a torn or empty file; a corrupt file stops the app instead of being

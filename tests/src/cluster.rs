@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::{Api, Client, Config};
 
@@ -99,6 +100,46 @@ impl Cluster {
                 nodes.items.len()
             )))
         }
+    }
+}
+
+/// The label cluster DNS Services carry (CoreDNS and kube-dns alike, by kubeadm,
+/// kind and the managed offerings).
+const DNS_LABEL: &str = "k8s-app=kube-dns";
+
+impl Cluster {
+    /// Whether pods can find each other by name: a cluster DNS Service in
+    /// kube-system (labelled `k8s-app=kube-dns`) with at least one ready endpoint.
+    /// `Err` carries the reason to print when they cannot.
+    pub async fn has_cluster_dns(&self) -> anyhow::Result<Result<(), String>> {
+        let services = Api::<Service>::namespaced(self.client.clone(), "kube-system")
+            .list(&ListParams::default().labels(DNS_LABEL))
+            .await
+            .context("looking for cluster DNS (listing Services in kube-system)")?;
+        let Some(service) = services.items.first() else {
+            return Ok(Err(format!(
+                "the cluster has no cluster DNS (no Service labelled {DNS_LABEL} in kube-system), \
+                 so pods cannot look each other up by name"
+            )));
+        };
+        let name = service.metadata.name.clone().unwrap_or_default();
+        let slices = Api::<EndpointSlice>::namespaced(self.client.clone(), "kube-system")
+            .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={name}")))
+            .await
+            .context("listing the cluster DNS Service's EndpointSlices")?;
+        let ready = slices
+            .items
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false));
+        Ok(if ready {
+            Ok(())
+        } else {
+            Err(format!(
+                "the cluster DNS Service kube-system/{name} has no ready endpoint, so pods \
+                 cannot look each other up by name"
+            ))
+        })
     }
 }
 

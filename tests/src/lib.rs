@@ -30,8 +30,10 @@
 
 pub mod admission;
 pub mod audit;
+pub mod capture;
 pub mod cleanup;
 pub mod cluster;
+pub mod control_plane;
 pub mod fixtures;
 pub mod pods;
 pub mod scenario;

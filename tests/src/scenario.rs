@@ -155,22 +155,31 @@ impl Scenario {
     pub async fn register_webhook(&mut self) -> anyhow::Result<()> {
         if let Mode::OutOfCluster { bin, host } = &self.cluster.mode {
             let local = LocalWebhook::start(bin, *host, self.policies.config()).await?;
-            let name = format!("stsguard-e2e-{}", self.run);
-            let config = webhook::configuration(
-                &name,
-                &format!("{}/mutate", local.base_url),
-                &local.ca_pem,
-                &self.run,
-                &[self.webhook_namespace.as_str(), "kube-system"],
-            )?;
+            let (url, ca_pem) = (format!("{}/mutate", local.base_url), local.ca_pem.clone());
             self.local = Some(local);
-            self.remember(Created::WebhookConfiguration(name));
-            Api::<MutatingWebhookConfiguration>::all(self.client())
-                .create(&PostParams::default(), &config)
-                .await
-                .context("registering the local webhook")?;
+            self.register_url(&url, &ca_pem).await?;
         }
         self.wait_until_webhook_answers().await
+    }
+
+    /// Registers a MutatingWebhookConfiguration that sends this scenario's
+    /// StatefulSet writes to `url` (the chart's rules and selectors), removed when
+    /// the scenario is dropped.
+    pub async fn register_url(&self, url: &str, ca_pem: &str) -> anyhow::Result<()> {
+        let name = format!("stsguard-e2e-{}", self.run);
+        let config = webhook::configuration(
+            &name,
+            url,
+            ca_pem,
+            &self.run,
+            &[self.webhook_namespace.as_str(), "kube-system"],
+        )?;
+        self.remember(Created::WebhookConfiguration(name));
+        Api::<MutatingWebhookConfiguration>::all(self.client())
+            .create(&PostParams::default(), &config)
+            .await
+            .with_context(|| format!("registering the webhook at {url}"))?;
+        Ok(())
     }
 
     /// Dry-runs a bare StatefulSet until stsguard's warnings come back: the API server
@@ -317,6 +326,20 @@ impl Scenario {
                     &self.test,
                     &format!("{reason}; the checks on running pods need nodes"),
                 )?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl Scenario {
+    /// `true` when pods can look each other up through cluster DNS; else prints why
+    /// the check is skipped and returns `false`.
+    pub async fn needs_cluster_dns(&self) -> anyhow::Result<bool> {
+        match self.cluster.has_cluster_dns().await? {
+            Ok(()) => Ok(true),
+            Err(reason) => {
+                crate::skip(&self.test, &reason)?;
                 Ok(false)
             }
         }

@@ -30,13 +30,13 @@ pub struct LocalWebhook {
 }
 
 /// The serving certificate: a CA and a leaf for the webhook's IP address.
-struct Certificates {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
+pub(crate) struct Certificates {
+    pub(crate) ca_pem: String,
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
 }
 
-fn certificates(host: IpAddr) -> anyhow::Result<Certificates> {
+pub(crate) fn certificates(host: IpAddr) -> anyhow::Result<Certificates> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -60,7 +60,7 @@ fn certificates(host: IpAddr) -> anyhow::Result<Certificates> {
     })
 }
 
-fn free_port(host: IpAddr) -> anyhow::Result<u16> {
+pub(crate) fn free_port(host: IpAddr) -> anyhow::Result<u16> {
     let listener = TcpListener::bind(SocketAddr::new(host, 0)).with_context(|| {
         format!("no free port on {host} (is STSGUARD_E2E_WEBHOOK_HOST an address of this machine?)")
     })?;

@@ -48,13 +48,10 @@ async fn parallel_starts_every_replica_at_once() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-#[ignore = "needs a cluster: see tests/README.md"]
-async fn counter_pods_keep_their_own_counts_and_find_each_other_by_name() -> anyhow::Result<()> {
-    let s = Scenario::start("counter").await?;
-    if !s.needs_pods().await? {
-        return Ok(());
-    }
+/// The counter app as the course lab runs it, behind its headless Service, with
+/// HTTP probes named by annotation; returns once both pods are Ready with the probes
+/// stsguard added, having counted 3 visits on counter-0 and 1 on counter-1.
+async fn two_counting_pods(s: &Scenario) -> anyhow::Result<()> {
     let client = s.client();
     let ns = s.namespace.as_str();
     pods::create_service(&client, ns, counter_headless_service()).await?;
@@ -95,23 +92,19 @@ async fn counter_pods_keep_their_own_counts_and_find_each_other_by_name() -> any
     pods::visit(&client, ns, "counter-1").await?;
     assert_eq!(pods::visits(&client, ns, "counter-0").await?, 3);
     assert_eq!(pods::visits(&client, ns, "counter-1").await?, 1);
+    Ok(())
+}
 
-    // Pods find each other by name through the headless Service: a pod in the same
-    // namespace asks counter-0.counter-headless and counter-1.counter-headless, and the
-    // different counts prove each name reached its own pod.
-    let script = r#"
-        for attempt in $(seq 1 30); do
-          a=$(wget -q -T 3 -O- http://counter-0.counter-headless:8080/visits) &&
-          b=$(wget -q -T 3 -O- http://counter-1.counter-headless:8080/visits) &&
-          { echo "counter-0=$a counter-1=$b"; exit 0; }
-          sleep 2
-        done
-        exit 1"#;
-    let output = pods::run_script(&client, ns, "lookup", &toolbox_image(), script, START).await?;
-    assert!(
-        output.contains("counter-0=3 counter-1=1"),
-        "the names reached other pods: {output:?}"
-    );
+#[tokio::test]
+#[ignore = "needs a cluster: see tests/README.md"]
+async fn counter_pods_keep_their_own_counts_across_a_restart() -> anyhow::Result<()> {
+    let s = Scenario::start("counter").await?;
+    if !s.needs_pods().await? {
+        return Ok(());
+    }
+    two_counting_pods(&s).await?;
+    let client = s.client();
+    let ns = s.namespace.as_str();
 
     // A deleted pod comes back with its count: its claim survives it.
     let claim = pods::claim_uid(&client, ns, "data-counter-0").await?;
@@ -124,5 +117,42 @@ async fn counter_pods_keep_their_own_counts_and_find_each_other_by_name() -> any
     );
     assert_eq!(pods::visits(&client, ns, "counter-0").await?, 3);
     assert_eq!(pods::visits(&client, ns, "counter-1").await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: see tests/README.md"]
+async fn counter_pods_find_each_other_by_name() -> anyhow::Result<()> {
+    let s = Scenario::start("counter-dns").await?;
+    // Both checked up front: without either, nothing here could pass.
+    if !s.needs_pods().await? || !s.needs_cluster_dns().await? {
+        return Ok(());
+    }
+    two_counting_pods(&s).await?;
+
+    // Pods find each other by name through the headless Service: a pod in the same
+    // namespace asks counter-0.counter-headless and counter-1.counter-headless, and the
+    // different counts prove each name reached its own pod.
+    let script = r#"
+        for attempt in $(seq 1 30); do
+          a=$(wget -q -T 3 -O- http://counter-0.counter-headless:8080/visits) &&
+          b=$(wget -q -T 3 -O- http://counter-1.counter-headless:8080/visits) &&
+          { echo "counter-0=$a counter-1=$b"; exit 0; }
+          sleep 2
+        done
+        exit 1"#;
+    let output = pods::run_script(
+        &s.client(),
+        &s.namespace,
+        "lookup",
+        &toolbox_image(),
+        script,
+        START,
+    )
+    .await?;
+    assert!(
+        output.contains("counter-0=3 counter-1=1"),
+        "the names reached other pods: {output:?}"
+    );
     Ok(())
 }

@@ -75,7 +75,7 @@ pub struct PolicyConfig {
     pub settings: serde_json::Value,
     /// Evaluations of this policy that may run at once; beyond that it is not
     /// run and its failurePolicy decides at once. Unset: no limit (see the
-    /// README, "Isolation", for why that is the default).
+    /// docs/design.md, "Isolation", for why that is the default).
     #[serde(default)]
     pub max_concurrent: Option<std::num::NonZeroUsize>,
     /// When to stop running a policy that keeps timing out or trapping.

@@ -11,7 +11,7 @@
 //! reviews, one review cannot see another's data, and a policy that leaks memory
 //! cannot grow the server over time. What makes that affordable is the pooling
 //! allocator with copy-on-write memory images and `linear_memory_keep_resident`
-//! (measured in `shared/notes`: ~100 µs per fresh instance + evaluation, and it
+//! (measured: ~100 µs per fresh instance + evaluation, and it
 //! scales across cores), plus compiling each component once into a `PolicyPre`.
 //!
 //! Sandbox limits per evaluation: a wall-clock deadline by epoch interruption (a
@@ -70,7 +70,7 @@ pub struct EngineOptions {
     /// (AVX, BMI, ...), so that compiled code, and the cache keyed by it, is the
     /// same on every machine of that architecture: a cache compiled when the
     /// image is built is then valid on every node. Measured: the full chain
-    /// 219 → 282 µs on one thread, 140 → 161 µs per review on two (README).
+    /// 219 → 282 µs on one thread, 140 → 161 µs per review on two (docs/performance.md).
     pub portable: bool,
 }
 

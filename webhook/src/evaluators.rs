@@ -1,6 +1,6 @@
 //! Threads that evaluate reviews: a fixed pool fed by a queue. The server runs
 //! two, one for reviews of trusted policies and one for suspect ones (see
-//! [`crate::server`]), so a looping policy holds up only the second.
+//! the server), so a looping policy holds up only the second.
 //!
 //! A policy is synchronous CPU work that may run up to its timeout, so a review
 //! runs on the async workers that serve HTTP only when its policies are trusted

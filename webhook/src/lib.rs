@@ -22,21 +22,24 @@
 //!                       ChainOutcome: PolicyRuns ──► warnings, denial, audit annotations, metrics
 //! ```
 //!
-//! [`server::start`] is the one way to start the whole webhook (certificate,
-//! engine, first policy load as the first reload, watchers, listener, graceful
-//! shutdown); `stsguard serve`, `stsguard bench` and the tests all use it.
-//! Around the path: [`config`] reads the YAML configuration, [`builtin`] holds
-//! the embedded built-in policies, `reload` swaps in changed policies and
-//! certificates, [`tls`] serves (and can generate) the certificate, `metrics`
+//! [`start`] sits above them all: the one way to start the whole webhook
+//! (certificate, engine, first policy load as the first reload, watchers,
+//! listener, graceful shutdown); `stsguard serve`, `stsguard bench` and the
+//! tests all use it. It uses `reload` (which swaps in changed policies and
+//! certificates, and so uses [`server`]'s state), [`tls`] (serves, and can
+//! generate, the certificate), [`registry`] (`oci://` modules, pulled when a
+//! policy set loads), [`config`] (the YAML configuration) and [`engine`].
+//! Beside the path: [`builtin`] holds the embedded built-in policies, `metrics`
 //! exposes Prometheus counters, [`audit`] runs the chain on the StatefulSets a
-//! cluster already has, and [`cli`] is the `stsguard` command line.
+//! cluster already has, and [`cli`] — the top layer — is the `stsguard` command
+//! line. No module uses one above it (`tests/layering.rs` checks).
 //!
 //! The rules a policy's verdict is held to — how a mutation is applied, which
 //! fields are the object's identity, every text and limit the user reads — are
 //! not here but in `stsguard-contract`, which the policy SDK's test harness
 //! uses too.
 //!
-//! Errors: see the README, "Errors". Library modules return `thiserror` enums
+//! Errors: see docs/design.md, "Errors". Library modules return `thiserror` enums
 //! whose message says what to do; only [`cli`] uses `anyhow`.
 
 pub mod admission;
@@ -53,6 +56,7 @@ pub mod registry;
 mod reload;
 pub mod review;
 pub mod server;
+pub mod start;
 pub mod tls;
 
 #[doc(hidden)]

@@ -38,7 +38,6 @@ use self::artifact::{ACCEPTED_MANIFESTS, Artifact, Descriptor};
 use self::cache::ArtifactCache;
 use self::credentials::{Credential, Credentials};
 pub use self::reference::OciReference;
-use crate::config::Config;
 
 /// The size limit of a policy component, unless configured: twice the largest
 /// example policy (Python, 19 MB).
@@ -179,15 +178,15 @@ impl Registry {
         })
     }
 
-    /// Pulls every distinct `oci://` module `config` names, in parallel.
-    pub async fn pull_config(&self, config: &Config) -> Result<Pulled, RegistryError> {
-        let pulls = config
-            .oci_references()
-            .into_iter()
-            .map(|reference| async move {
-                let pulled = self.pull(reference).await?;
-                Ok::<_, RegistryError>((reference.clone(), pulled))
-            });
+    /// Pulls every reference (a config's distinct `oci://` modules), in parallel.
+    pub async fn pull_all<'a>(
+        &self,
+        references: impl IntoIterator<Item = &'a OciReference>,
+    ) -> Result<Pulled, RegistryError> {
+        let pulls = references.into_iter().map(|reference| async move {
+            let pulled = self.pull(reference).await?;
+            Ok::<_, RegistryError>((reference.clone(), pulled))
+        });
         let pulled = futures_util::future::try_join_all(pulls).await?;
         Ok(Pulled(pulled.into_iter().collect()))
     }

@@ -111,7 +111,7 @@ async fn load_served(
     config: &Config,
 ) -> Result<Served, FirstLoadError> {
     let pulled = registry
-        .pull_config(config)
+        .pull_all(config.oci_references())
         .await
         .map_err(FirstLoadError::Pull)?;
     let (engine, config) = (engine.clone(), config.clone());

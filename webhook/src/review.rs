@@ -3,7 +3,7 @@
 //!
 //! The request is kept as the JSON the API server sent, not deserialized into
 //! typed structs: policies must see every field, including ones newer than any
-//! Rust type (see DESIGN.md, "no field is ever lost"). Only the few fields the
+//! Rust type: no field is ever lost. Only the few fields the
 //! host routes on are read, and `oldObject`, which the host only passes on, stays
 //! the text it was ([`envelope`]). The response is written against the
 //! Kubernetes documentation ("Dynamic Admission Control", response): `uid`

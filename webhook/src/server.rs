@@ -1,5 +1,5 @@
-//! The HTTPS server: routes, handlers, the accept loop, and the one entry point
-//! that starts the whole webhook ([`start`]).
+//! The HTTPS server: routes, handlers and the accept loop. What starts it, with
+//! its certificate and policies, is the `start` module.
 //!
 //! ```text
 //!   TCP ─► rustls (h2 / http1.1) ─► hyper ─► axum Router
@@ -29,10 +29,6 @@
 //! an unreadable one gets `allowed: false` with code 400 and the reason; one
 //! whose evaluation panicked gets code 500, its uid echoed, the details in the
 //! log.
-
-mod start;
-
-pub use start::{Certificate, Options, Running, StartError, Stop, start};
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

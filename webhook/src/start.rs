@@ -30,12 +30,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{AppState, ConnectionTimeouts};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryOptions};
 use crate::reload::{self, FileVersions, FirstLoad, FirstLoadError, PolicySource};
+use crate::server::{self, AppState, ConnectionTimeouts};
 use crate::tls::{self, CertificateFiles, GeneratedCertificate, ReloadingCertificate, TlsError};
 
 /// The address served when neither `--listen` nor the config's `listen` says.
@@ -209,7 +209,7 @@ pub async fn start(
         Some(listen) => {
             let listener = bind(listen).await?;
             tracing::info!(address = %listen, "serving /metrics over plain HTTP");
-            let router = super::metrics_router(state.clone());
+            let router = server::metrics_router(state.clone());
             Some(tokio::spawn(async move {
                 if let Err(error) = axum::serve(listener, router).await {
                     tracing::warn!(%error, "the metrics listener stopped");
@@ -246,12 +246,12 @@ pub async fn start(
     ));
 
     let task = tokio::spawn({
-        let (router, tls) = (super::router(state.clone()), certificate.server_config());
+        let (router, tls) = (server::router(state.clone()), certificate.server_config());
         let mut first = first_loaded.clone();
         async move {
             let failed = first.wait_for(|first| matches!(first, FirstLoad::Failed(_)));
             let mut failure = None;
-            super::run(listener, tls, router, timeouts, async {
+            server::run(listener, tls, router, timeouts, async {
                 let stop = tokio::select! {
                     stop = shutdown => stop,
                     Ok(first) = failed => {

@@ -1,6 +1,6 @@
 //! The glue between the component exports and a [`Policy`]. Not part of the API:
 //! [`export_policy!`](crate::export_policy) calls these functions from the wasm
-//! exports and [`testing`](crate::testing) calls them natively, so unit tests
+//! exports and `testing` calls them natively, so unit tests
 //! exercise everything but the ABI.
 
 pub use std::string::String;
@@ -53,7 +53,7 @@ pub fn validate_settings<P: Policy>(settings: &str) -> Result<(), String> {
 /// The `evaluate` export: `request` without its `object`, which is `object`.
 /// The host checks what it returns by the contract's rules (a mutation of a
 /// policy that declares `mutating: false`, of the object's identity, at a bad
-/// pointer fails the evaluation); [`testing`](crate::testing) applies the same.
+/// pointer fails the evaluation); `testing` applies the same.
 pub fn evaluate<P: Policy>(
     request: &str,
     object: String,

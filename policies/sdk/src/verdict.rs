@@ -87,7 +87,7 @@ impl Verdict {
     /// Adds a warning, shown by kubectl. Keep it to one short line: the host
     /// sends it as one line (newlines become spaces), prefixed with
     /// `stsguard/<policy>: ` and cut to [`MAX_WARNING_CHARS`] in all, once (a
-    /// repeated warning is sent once). [`testing::Chain`](crate::testing::Chain)
+    /// repeated warning is sent once). `testing::Chain`
     /// shows them exactly as the host sends them.
     pub fn warn(mut self, warning: impl Into<String>) -> Self {
         self.warnings.push(warning.into());

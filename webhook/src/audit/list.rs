@@ -75,7 +75,7 @@ impl Retry {
 }
 
 /// Why a page could not be listed; the message says what to do. The API
-/// server's own message is part of it, never also a `source()` (README, "Errors").
+/// server's own message is part of it, never also a `source()` (docs/design.md, "Errors").
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
     #[error(

@@ -335,7 +335,7 @@ impl PolicyReport {
 }
 
 /// Why a report could not be written; the message says what to do. The API
-/// server's own message is part of it, never also a `source()` (README, "Errors").
+/// server's own message is part of it, never also a `source()` (docs/design.md, "Errors").
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error(

@@ -55,7 +55,7 @@ impl PolicySet {
     /// server will store it: with every enforced mutation when the chain allows
     /// (the patch says the same), as it came when the chain denies. Changing it
     /// in place rather than a copy saves copying and dropping the object
-    /// (README, "Counted in instructions").
+    /// (docs/performance.md, "Instructions per review").
     pub fn evaluate(
         &self,
         request: &mut ReviewRequest,

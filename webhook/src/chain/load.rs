@@ -92,7 +92,7 @@ pub struct PolicySet {
 
 /// Why a policy set could not be loaded; names the policy and says what to do.
 /// Each message ends with its cause, which is therefore not also a `source()`
-/// (see the README, "Errors").
+/// (see docs/design.md, "Errors").
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
@@ -133,7 +133,7 @@ impl PolicySet {
     }
 
     /// Loads `config` whose `oci://` modules are in `pulled` (see
-    /// [`crate::registry::Registry::pull_config`]).
+    /// [`crate::registry::Registry::pull_all`]).
     pub fn load_pulled(
         engine: &Engine,
         config: &Config,

@@ -4,7 +4,7 @@
 //!
 //! `json_patch::diff` walks both objects whole, keeping a JSON pointer to every
 //! member it visits: for the lab StatefulSet that was ~104,000 instructions of
-//! the ~580,000 a one-policy review costs (callgrind, README "Performance"), to
+//! the ~580,000 a one-policy review costs (callgrind, docs/performance.md), to
 //! find the two probes a policy said it set. And it needs the object as it was
 //! beside the object as it is: copying the StatefulSet before the first change
 //! and dropping the copy afterwards was another ~38,000.

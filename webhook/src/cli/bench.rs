@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 
 use super::CacheArgs;
 use crate::registry::RegistryOptions;
-use crate::{server, tls};
+use crate::{server, start, tls};
 
 /// A realistic review: a course-lab StatefulSet as the API server sends it.
 const DEFAULT_REVIEW: &str =
@@ -280,10 +280,10 @@ async fn in_process_server(cache: CacheArgs) -> anyhow::Result<Target> {
     let tls_dir =
         RemovedOnDrop(std::env::temp_dir().join(format!("stsguard-bench-{}", std::process::id())));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let options = server::Options {
+    let options = start::Options {
         config: None,
         listen: Some("127.0.0.1:0".parse().expect("an address")),
-        certificate: server::Certificate::config_or_generated(Some(tls_dir.0.clone()), Vec::new()),
+        certificate: start::Certificate::config_or_generated(Some(tls_dir.0.clone()), Vec::new()),
         engine: cache.engine_options(),
         max_concurrent_evaluations: 2 * cores,
         timeouts: server::ConnectionTimeouts::default(),
@@ -293,7 +293,7 @@ async fn in_process_server(cache: CacheArgs) -> anyhow::Result<Target> {
         tag_recheck_interval: None,
     };
     // Serves until the process ends with the benchmark.
-    let running = server::start(options, std::future::pending::<server::Stop>()).await?;
+    let running = start::start(options, std::future::pending::<start::Stop>()).await?;
     running.ready().await?;
     eprintln!(
         "in-process server ready in {} ms",

@@ -3,7 +3,7 @@
 //! Why: at the default level the server logs one line per review, written by
 //! the thread that decided it. Writing each line with its own `write(2)` to
 //! stderr — a pipe to the container runtime in a pod — under stderr's lock cost
-//! ~50-90 µs of server CPU per review at saturation (README, "Logging"). Handing
+//! ~50-90 µs of server CPU per review at saturation (docs/performance.md, history of 2026-12-02). Handing
 //! each line to a writer thread over a channel still woke that thread for most
 //! lines: ~20 µs per review, a quarter of a cheap review's cost, in futex calls
 //! and context switches on both sides.

@@ -83,13 +83,13 @@ pub fn load_policies(
     Ok(PolicySet::load_pulled(engine, config, &pulled)?)
 }
 
-/// [`Registry::pull_config`] from synchronous code; no runtime is started for a
+/// [`Registry::pull_all`] of a config's modules, from synchronous code; no runtime is started for a
 /// config without `oci://` modules.
 pub fn pull_blocking(registry: &Registry, config: &Config) -> anyhow::Result<Pulled> {
     if config.oci_references().is_empty() {
         return Ok(Pulled::default());
     }
-    block_on(registry.pull_config(config))
+    block_on(registry.pull_all(config.oci_references()))
         .map_err(|error| anyhow::anyhow!("could not pull {error}"))
 }
 

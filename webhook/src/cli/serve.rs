@@ -10,7 +10,8 @@ use anyhow::Context;
 use super::CacheArgs;
 use super::registry::RegistryArgs;
 use crate::config::ByteSize;
-use crate::server::{self, Certificate, ConnectionTimeouts, Stop};
+use crate::server::ConnectionTimeouts;
+use crate::start::{self, Certificate, Stop};
 use crate::tls::CertificateFiles;
 
 #[derive(Debug, clap::Args)]
@@ -108,7 +109,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(budget) = guest_memory_budget {
         engine.guest_memory_budget = budget.0;
     }
-    let options = server::Options {
+    let options = start::Options {
         config,
         listen,
         certificate,
@@ -121,7 +122,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         registry,
         tag_recheck_interval: Some(tag_recheck_interval).filter(|interval| !interval.is_zero()),
     };
-    let running = server::start(options, termination()).await?;
+    let running = start::start(options, termination()).await?;
     if let Some(generated) = running.generated() {
         print_quick_start(running.address(), &generated.ca);
     }

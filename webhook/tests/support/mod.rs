@@ -1,5 +1,5 @@
 //! A real server for tests, started the way `stsguard serve` starts it
-//! (`server::start`) on a free local port, with a generated CA, and an HTTPS
+//! (`start::start`) on a free local port, with a generated CA, and an HTTPS
 //! client that trusts it.
 
 #![allow(dead_code)] // each test file uses a different part of this module
@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 use stsguard_webhook::engine::{Engine, EngineOptions};
 use stsguard_webhook::registry::RegistryOptions;
-use stsguard_webhook::server::{self, Certificate, ConnectionTimeouts, Running};
+use stsguard_webhook::server::ConnectionTimeouts;
+use stsguard_webhook::start::{self, Certificate, Running};
 use stsguard_webhook::testing;
 use stsguard_webhook::tls::GeneratedCertificate;
 use tokio::sync::oneshot;
@@ -128,7 +129,7 @@ impl TestServer {
             format!("reloadInterval: 50ms\n{yaml}")
         };
         std::fs::write(&config_path, yaml).unwrap();
-        let options = server::Options {
+        let options = start::Options {
             config: Some(config_path.clone()),
             listen: Some("127.0.0.1:0".parse().unwrap()),
             certificate: Certificate::ConfigOrGenerated {
@@ -144,9 +145,9 @@ impl TestServer {
             tag_recheck_interval,
         };
         let (shutdown, on_shutdown) = oneshot::channel::<()>();
-        let running = server::start(options, async {
+        let running = start::start(options, async {
             let _ = on_shutdown.await;
-            server::Stop::Now
+            start::Stop::Now
         })
         .await
         .unwrap();
