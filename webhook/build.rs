@@ -27,10 +27,13 @@ const BUILTINS: &[(&str, &str)] = &[
     ("probes", "policy-probes"),
     ("parallel", "policy-parallel"),
     ("volume-claims", "policy-volume-claims"),
+    ("headless-service", "policy-headless-service"),
+    ("storage-class", "policy-storage-class"),
+    ("disruption-budget", "policy-disruption-budget"),
 ];
 
 /// Test-only policies, built alongside but never embedded.
-const TEST_POLICIES: &[&str] = &["test-policy-scripted"];
+const TEST_POLICIES: &[&str] = &["test-policy-scripted", "test-policy-reader"];
 
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "policy";
@@ -40,6 +43,11 @@ fn main() {
     let workspace = manifest_dir.parent().unwrap().to_path_buf();
     let policies = workspace.join("policies");
     println!("cargo:rerun-if-changed={}", policies.display());
+    // The test policy built against the frozen 0.2.0 contract reads it there.
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("wit").display()
+    );
     println!(
         "cargo:rerun-if-changed={}",
         workspace.join("Cargo.lock").display()

@@ -130,6 +130,7 @@ struct Pki {
     admin_cert: String,
     admin_key: String,
     service_account_key: String,
+    service_account_public_key: String,
 }
 
 impl Pki {
@@ -179,6 +180,7 @@ impl Pki {
         admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let admin_cert = admin.signed_by(&admin_key, &issuer)?;
 
+        let service_account = KeyPair::generate()?;
         Ok(Pki {
             ca_cert: ca_cert.pem(),
             ca_key: ca_key_pem,
@@ -186,7 +188,8 @@ impl Pki {
             serving_key: serving_key.serialize_pem(),
             admin_cert: admin_cert.pem(),
             admin_key: admin_key.serialize_pem(),
-            service_account_key: KeyPair::generate()?.serialize_pem(),
+            service_account_key: service_account.serialize_pem(),
+            service_account_public_key: service_account.public_key_pem(),
         })
     }
 
@@ -314,6 +317,10 @@ impl ControlPlane {
         let serving_cert = write(dir.join("apiserver.crt"), &pki.serving_cert)?;
         let serving_key = write(dir.join("apiserver.key"), &pki.serving_key)?;
         let sa_key = write(dir.join("service-account.key"), &pki.service_account_key)?;
+        let sa_public = write(
+            dir.join("service-account.pub"),
+            &pki.service_account_public_key,
+        )?;
 
         let etcd_client = free_port()?;
         let etcd_peer = free_port()?;
@@ -361,7 +368,7 @@ impl ControlPlane {
             "--authorization-mode=RBAC".to_string(),
             format!("--service-account-issuer={issuer}"),
             format!("--api-audiences={issuer}"),
-            format!("--service-account-key-file={}", sa_key.display()),
+            format!("--service-account-key-file={}", sa_public.display()),
             format!("--service-account-signing-key-file={}", sa_key.display()),
             "--service-cluster-ip-range=10.0.0.0/24".to_string(),
             "--allow-privileged=true".to_string(),

@@ -15,3 +15,16 @@ pub fn module(name: &str) -> Option<&'static [u8]> {
 pub fn names() -> impl Iterator<Item = &'static str> {
     BUILTIN_MODULES.iter().map(|(name, _)| *name)
 }
+
+/// The kinds of cluster objects each built-in reads, as its metadata declares
+/// them: what the default chain grants it (`webhook/tests/golden.rs` checks
+/// this table against the components' own metadata).
+pub fn reads(name: &str) -> Vec<stsguard_contract::cluster::ResourceKind> {
+    use stsguard_contract::cluster::ResourceKind;
+    match name {
+        "headless-service" => vec![ResourceKind::new("v1", "Service")],
+        "storage-class" => vec![ResourceKind::new("storage.k8s.io/v1", "StorageClass")],
+        "disruption-budget" => vec![ResourceKind::new("policy/v1", "PodDisruptionBudget")],
+        _ => Vec::new(),
+    }
+}

@@ -28,4 +28,6 @@ pub use load::{LoadError, Policy, PolicySet};
 pub use run::{PolicyRun, RunResult};
 
 #[cfg(test)]
+mod reads_tests;
+#[cfg(test)]
 mod tests;

@@ -154,6 +154,36 @@ struct CacheArgs {
     portable_code: bool,
 }
 
+/// How `serve` reads the cluster for the policies that read it.
+#[derive(Debug, Clone, clap::Args)]
+struct ClusterArgs {
+    /// Whether policies may read cluster objects: `auto` when a kubeconfig
+    /// (KUBECONFIG, ~/.kube/config) or the pod's service account gives a
+    /// cluster (the default chain then includes the built-ins that read it),
+    /// `off` never.
+    #[arg(
+        long,
+        env = "STSGUARD_CLUSTER_ACCESS",
+        value_enum,
+        default_value = "auto"
+    )]
+    cluster_access: crate::cluster::Access,
+    /// How long /readyz (and a reload) waits for the first list of each kind
+    /// the policies read; after it, the server serves and those reads fail
+    /// until the kind syncs (each policy's failurePolicy decides).
+    #[arg(long, env = "STSGUARD_CLUSTER_SYNC_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    cluster_sync_timeout: std::time::Duration,
+}
+
+impl ClusterArgs {
+    fn options(&self) -> crate::cluster::ClusterOptions {
+        crate::cluster::ClusterOptions {
+            access: self.cluster_access,
+            sync_timeout: self.cluster_sync_timeout,
+        }
+    }
+}
+
 impl CacheArgs {
     /// The cache folder, whether or not compiled policies are cached (pulled
     /// artifacts always are: they are what a restart without the registry serves).

@@ -14,6 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use stsguard_contract::cluster::ResourceKind;
 
 use crate::builtin;
 use crate::registry::{self, OciReference};
@@ -42,6 +43,11 @@ pub struct Config {
     /// The policies, in evaluation order.
     #[serde(default = "default_policies")]
     pub policies: Vec<PolicyConfig>,
+    /// Whether `policies` is the default chain (the file has no `policies`):
+    /// then the built-ins that read the cluster join it when there is one
+    /// ([`Config::with_cluster_builtins`]).
+    #[serde(skip)]
+    pub default_chain: bool,
 }
 
 /// Certificate chain and private key, PEM files.
@@ -81,6 +87,12 @@ pub struct PolicyConfig {
     /// When to stop running a policy that keeps timing out or trapping.
     #[serde(default)]
     pub circuit: CircuitConfig,
+    /// The kinds of cluster objects the policy may read: each kind its
+    /// metadata declares must be here, or it is not loaded. Granting is
+    /// explicit and per kind: nothing grants Secrets but `{apiVersion: v1,
+    /// kind: Secret}` itself.
+    #[serde(default)]
+    pub reads: Vec<ResourceKind>,
 }
 
 /// A policy's circuit breaker: after `failures` timeouts or traps in a row it
@@ -233,12 +245,12 @@ impl Config {
     /// Parses and checks config text; errors carry no path yet.
     pub fn parse(text: &str) -> Result<Self, UnplacedError> {
         // An empty file means "all defaults", as no file does.
-        let config: Config = if text.trim().is_empty() {
-            serde_yaml::from_str("{}")
-        } else {
-            serde_yaml::from_str(text)
-        }
-        .map_err(UnplacedError::Parse)?;
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let mut config: Config = serde_yaml::from_str(text).map_err(UnplacedError::Parse)?;
+        config.default_chain = serde_yaml::from_str::<serde_yaml::Value>(text)
+            .map_err(UnplacedError::Parse)?
+            .get("policies")
+            .is_none();
         config.check().map_err(UnplacedError::Invalid)?;
         Ok(config)
     }
@@ -275,6 +287,14 @@ impl Config {
                     "policy `{name}`: settings must be a mapping (got {})",
                     policy.settings
                 ));
+            }
+            let mut granted = HashSet::new();
+            for kind in &policy.reads {
+                kind.validate()
+                    .map_err(|e| format!("policy `{name}`: reads: {e}"))?;
+                if !granted.insert(kind) {
+                    return Err(format!("policy `{name}`: reads grants {kind} twice"));
+                }
             }
             if let ModuleSource::Builtin(builtin) = &policy.module
                 && builtin::module(builtin).is_none()
@@ -404,9 +424,27 @@ fn empty_settings() -> serde_json::Value {
     serde_json::Value::Object(Default::default())
 }
 
-/// The built-in policies in their default order, enforcing, failing closed.
+impl Config {
+    /// The default chain when there is a cluster to read: every built-in, each
+    /// granted exactly the kinds it reads. Changes nothing when the file names
+    /// its own policies.
+    pub fn with_cluster_builtins(mut self) -> Self {
+        if self.default_chain {
+            self.policies = builtin_policies(builtin::names());
+        }
+        self
+    }
+}
+
+/// The built-in policies that read nothing but the request, in their default
+/// order, enforcing, failing closed: the default chain without a cluster.
 fn default_policies() -> Vec<PolicyConfig> {
-    builtin::names()
+    builtin_policies(builtin::names().filter(|name| builtin::reads(name).is_empty()))
+}
+
+/// Built-ins with default settings, each granted what it reads.
+fn builtin_policies<'a>(names: impl Iterator<Item = &'a str>) -> Vec<PolicyConfig> {
+    names
         .map(|name| PolicyConfig {
             name: name.to_string(),
             module: ModuleSource::Builtin(name.to_string()),
@@ -417,6 +455,7 @@ fn default_policies() -> Vec<PolicyConfig> {
             settings: empty_settings(),
             max_concurrent: None,
             circuit: CircuitConfig::default(),
+            reads: builtin::reads(name),
         })
         .collect()
 }
@@ -533,9 +572,86 @@ mod tests {
     fn no_file_means_builtins_in_default_order() {
         let config = Config::default();
         let names: Vec<_> = config.policies.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, builtin::names().collect::<Vec<_>>());
+        assert_eq!(
+            names,
+            ["probes", "parallel", "volume-claims"],
+            "without a cluster"
+        );
         assert!(config.policies.iter().all(|p| p.mode == Mode::Enforce));
+        assert!(config.policies.iter().all(|p| p.reads.is_empty()));
         assert_eq!(config.request_timeout, Duration::from_secs(8));
+
+        let config = config.with_cluster_builtins();
+        let names: Vec<_> = config.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            builtin::names().collect::<Vec<_>>(),
+            "with a cluster: all"
+        );
+        for policy in &config.policies {
+            assert_eq!(
+                policy.reads,
+                builtin::reads(&policy.name),
+                "{}",
+                policy.name
+            );
+        }
+        let grants: Vec<String> = config
+            .policies
+            .iter()
+            .flat_map(|p| p.reads.iter().map(|k| format!("{}: {k}", p.name)))
+            .collect();
+        assert_eq!(
+            grants,
+            [
+                "headless-service: v1 Service",
+                "storage-class: storage.k8s.io/v1 StorageClass",
+                "disruption-budget: policy/v1 PodDisruptionBudget",
+            ],
+            "each is granted exactly what it reads"
+        );
+    }
+
+    #[test]
+    fn a_config_that_names_its_policies_keeps_them_with_a_cluster() {
+        let config = Config::parse("policies: [{name: a, module: 'builtin:probes'}]")
+            .unwrap()
+            .with_cluster_builtins();
+        assert_eq!(config.policies.len(), 1);
+        let empty = Config::parse("requestTimeout: 5s").unwrap();
+        assert!(empty.default_chain, "no `policies`: the default chain");
+        assert_eq!(
+            empty.with_cluster_builtins().policies.len(),
+            builtin::names().count()
+        );
+    }
+
+    #[test]
+    fn grants_are_one_kind_each_never_a_wildcard() {
+        let config = Config::parse(
+            "policies: [{name: a, module: 'builtin:probes', reads: [{apiVersion: v1, kind: Service}]}]",
+        )
+        .unwrap();
+        assert_eq!(
+            config.policies[0].reads,
+            [ResourceKind::new("v1", "Service")]
+        );
+        for (yaml, says) in [
+            ("reads: [{apiVersion: v1, kind: '*'}]", "no wildcards"),
+            ("reads: [{apiVersion: v1}]", "missing field `kind`"),
+            (
+                "reads: [{apiVersion: v1, kind: Service, resource: services}]",
+                "unknown field",
+            ),
+            (
+                "reads: [{apiVersion: v1, kind: Service}, {apiVersion: v1, kind: Service}]",
+                "grants v1 Service twice",
+            ),
+        ] {
+            let text = format!("policies: [{{name: a, module: 'builtin:probes', {yaml}}}]");
+            let error = Config::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(says), "{yaml}: {error}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@
 pub mod anatomy;
 mod bindings;
 mod budget;
+mod reads;
 mod sandbox;
 mod seed;
 
@@ -31,11 +32,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use stsguard_contract::cluster::ResourceKind;
 use stsguard_contract::{Target, Verdict};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 pub use budget::MemoryBudget;
+pub use reads::{ClusterAccess, ClusterReader};
 pub use sandbox::LogQuota;
 use sandbox::Sandbox;
 
@@ -100,6 +103,8 @@ pub struct Metadata {
     pub targets: Vec<Target>,
     /// JSON Schema of its settings, as JSON text.
     pub settings_schema: String,
+    /// The kinds of cluster objects it reads (contract 0.3; none before).
+    pub reads: Vec<ResourceKind>,
 }
 
 /// Why the engine could not be created.
@@ -178,11 +183,14 @@ pub struct Limits {
     pub memory_bytes: u64,
 }
 
-/// What a log line from the guest is tagged with.
+/// What one call runs with: what its log lines are tagged with, and what it
+/// may read of the cluster.
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {
     pub policy: Arc<str>,
     pub uid: Arc<str>,
+    /// `None`: every cluster read fails as not synced (a 0.2 policy never reads).
+    pub cluster: Option<ClusterAccess>,
 }
 
 /// The shared engine: cheap to clone.
@@ -219,7 +227,7 @@ impl Engine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError::Create(format!("linking WASI: {e:?}")))?;
-        bindings::Policy::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)
+        bindings::add_to_linker(&mut linker)
             .map_err(|e| EngineError::Create(format!("linking the host interface: {e:?}")))?;
         start_epoch_ticker(&engine);
         Ok(Self {
@@ -294,9 +302,8 @@ impl Engine {
     /// Compiles a component (or loads it from the cache), links it, and reads its
     /// metadata. Slow on a cache miss (seconds): call it off the request path.
     pub fn load(&self, bytes: &[u8]) -> Result<Module, LoadError> {
-        anatomy::Anatomy::read(bytes)
-            .and_then(|anatomy| anatomy.expect_policy())
-            .map_err(LoadError::NotAPolicy)?;
+        let anatomy = anatomy::Anatomy::read(bytes).map_err(LoadError::NotAPolicy)?;
+        anatomy.expect_policy().map_err(LoadError::NotAPolicy)?;
         let component =
             Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(root(&e)))?;
         // The whole chain: its outer parts name the import the host lacks
@@ -306,7 +313,8 @@ impl Engine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = bindings::PolicyPre::new(pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = bindings::Pre::new(pre, anatomy.contract_version())
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let limits = Limits {
             timeout: Duration::from_secs(5),
             memory_bytes: 64 << 20,
@@ -316,13 +324,13 @@ impl Engine {
             &pre,
             &limits,
             &CallContext::default(),
-            |policy, store| policy.call_metadata(store).map(Ok),
+            |policy, store| policy.metadata(store).map(Ok),
         )
         .map_err(|e| LoadError::Metadata(e.to_string()))?;
         Ok(Module {
             engine: self.clone(),
             pre,
-            metadata: metadata.into(),
+            metadata,
         })
     }
 }
@@ -330,7 +338,7 @@ impl Engine {
 /// A compiled, linked policy component, ready to instantiate.
 pub struct Module {
     engine: Engine,
-    pre: bindings::PolicyPre<Sandbox>,
+    pre: bindings::Pre,
     metadata: Metadata,
 }
 
@@ -348,6 +356,11 @@ impl Module {
         &self.metadata
     }
 
+    /// The contract version the component was built against: `0.3.0`.
+    pub fn contract_version(&self) -> &'static str {
+        self.pre.version()
+    }
+
     /// Asks the policy whether `settings` (JSON) are valid.
     pub fn validate_settings(
         &self,
@@ -356,7 +369,7 @@ impl Module {
         context: &CallContext,
     ) -> Result<(), EvalError> {
         self.call(limits, context, |policy, store| {
-            policy.call_validate_settings(store, settings)
+            policy.validate_settings(store, settings)
         })
     }
 
@@ -371,16 +384,15 @@ impl Module {
         context: &CallContext,
     ) -> Result<Verdict, EvalError> {
         self.call(limits, context, |policy, store| {
-            policy.call_evaluate(store, request, object, settings)
+            policy.evaluate(store, request, object, settings)
         })
-        .map(Verdict::from)
     }
 
     fn call<R>(
         &self,
         limits: &Limits,
         context: &CallContext,
-        f: impl FnOnce(&bindings::Policy, &mut Store<Sandbox>) -> wasmtime::Result<Result<R, String>>,
+        f: impl FnOnce(&bindings::Instance, &mut Store<Sandbox>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, EvalError> {
         call(&self.engine, &self.pre, limits, context, f)
     }
@@ -390,10 +402,10 @@ impl Module {
 /// turns every way it can fail into an [`EvalError`].
 fn call<R>(
     engine: &Engine,
-    pre: &bindings::PolicyPre<Sandbox>,
+    pre: &bindings::Pre,
     limits: &Limits,
     context: &CallContext,
-    f: impl FnOnce(&bindings::Policy, &mut Store<Sandbox>) -> wasmtime::Result<Result<R, String>>,
+    f: impl FnOnce(&bindings::Instance, &mut Store<Sandbox>) -> wasmtime::Result<Result<R, String>>,
 ) -> Result<R, EvalError> {
     let sandbox = Sandbox::new(
         context.clone(),

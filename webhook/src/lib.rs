@@ -47,6 +47,7 @@ pub mod audit;
 pub mod builtin;
 pub mod chain;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 mod errors;

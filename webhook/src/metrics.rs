@@ -125,6 +125,13 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl Metrics {
+    /// Every metric, and the cluster caches' when there are any.
+    pub fn new(cluster: Option<&std::sync::Arc<crate::cluster::Cluster>>) -> Self {
         let mut registry = Registry::default();
         let ours = registry.sub_registry_with_prefix("stsguard");
         let reviews = Family::default();
@@ -206,6 +213,9 @@ impl Default for Metrics {
             ]),
         );
         registry.register_collector(Box::new(process::ProcessCollector));
+        if let Some(cluster) = cluster {
+            registry.register_collector(cluster.collector());
+        }
         Self {
             registry,
             reviews,
@@ -221,9 +231,7 @@ impl Default for Metrics {
             policies_loaded,
         }
     }
-}
 
-impl Metrics {
     /// Records one answered review and what each policy did in it.
     pub fn record_review(&self, review: &ReviewLabels, seconds: f64, chain: Option<&ChainOutcome>) {
         self.reviews.get_or_create(review).inc();

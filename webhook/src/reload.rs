@@ -22,8 +22,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use crate::chain::{LoadError, PolicySet};
+use crate::cluster::Cluster;
 use crate::config::{Config, ModuleSource};
-use crate::engine::Engine;
+use crate::engine::{ClusterReader, Engine};
 use crate::registry::{OciReference, Registry, RegistryError};
 use crate::server::{AppState, Served};
 use crate::tls::ReloadingCertificate;
@@ -104,30 +105,50 @@ pub(crate) fn policy_inputs(config_path: &Path, config: &Config) -> Vec<PathBuf>
 }
 
 /// Pulls a config's `oci://` modules (in parallel), then loads its policy set
-/// (slow on a compilation-cache miss) on a blocking thread.
+/// (slow on a compilation-cache miss) on a blocking thread, then (with a
+/// cluster) starts watching the kinds its policies read and waits for their
+/// first lists, at most `--cluster-sync-timeout`: a set is served with its
+/// caches filled, not before.
 async fn load_served(
     engine: &Engine,
     registry: &Registry,
     config: &Config,
+    cluster: Option<&Arc<Cluster>>,
 ) -> Result<Served, FirstLoadError> {
+    let config = match cluster {
+        Some(_) => config.clone().with_cluster_builtins(),
+        None => config.clone(),
+    };
     let pulled = registry
         .pull_all(config.oci_references())
         .await
         .map_err(FirstLoadError::Pull)?;
-    let (engine, config) = (engine.clone(), config.clone());
+    let engine = engine.clone();
+    let reader = cluster.map(|cluster| cluster.clone() as Arc<dyn ClusterReader>);
     let loaded = tokio::task::spawn_blocking(move || {
         Ok::<_, LoadError>(Served {
-            policies: PolicySet::load_pulled(&engine, &config, &pulled)?,
+            policies: PolicySet::load_pulled(&engine, &config, &pulled, reader.as_ref())?,
             request_timeout: config.request_timeout,
             max_request_bytes: config.max_request_bytes.0 as usize,
         })
     })
     .await;
-    match loaded {
-        Ok(Ok(served)) => Ok(served),
-        Ok(Err(error)) => Err(FirstLoadError::Load(error)),
-        Err(error) => Err(FirstLoadError::Panicked(error.to_string())),
+    let served = match loaded {
+        Ok(Ok(served)) => served,
+        Ok(Err(error)) => return Err(FirstLoadError::Load(error)),
+        Err(error) => return Err(FirstLoadError::Panicked(error.to_string())),
+    };
+    if let Some(cluster) = cluster {
+        let kinds = served.policies.kinds_read();
+        cluster.watch(&kinds);
+        if !cluster.wait_settled(&kinds, cluster.sync_timeout()).await {
+            tracing::warn!(
+                "serving policies whose cluster objects are not all synced after \
+                 --cluster-sync-timeout; their reads fail until they are (/readyz says which)"
+            );
+        }
     }
+    Ok(served)
 }
 
 /// Why the first policy set could not be served: the server stops with it.
@@ -165,6 +186,8 @@ pub(crate) struct PolicySource {
     pub(crate) registry: Registry,
     /// How often tags are asked where they point; `None`: never.
     pub(crate) tag_recheck_interval: Option<Duration>,
+    /// What policies read the cluster through; `None`: there is none.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 /// Serves the policy set of `source` and keeps it current: the first load is
@@ -184,9 +207,10 @@ pub(crate) async fn serve_policies(
         mut versions,
         registry,
         tag_recheck_interval,
+        cluster,
     } = source;
     let started = std::time::Instant::now();
-    match load_served(&engine, &registry, &config).await {
+    match load_served(&engine, &registry, &config, cluster.as_ref()).await {
         Ok(served) => {
             let count = served.policies.policies().len();
             state.serve(served);
@@ -249,7 +273,7 @@ pub(crate) async fn serve_policies(
         if new_config.reload_interval != config.reload_interval {
             ticker = tokio::time::interval(new_config.reload_interval);
         }
-        match load_served(&engine, &registry, &new_config).await {
+        match load_served(&engine, &registry, &new_config, cluster.as_ref()).await {
             Ok(served) => {
                 let count = served.policies.policies().len();
                 if let Some(previous) = state.current() {

@@ -52,6 +52,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admission;
 use crate::chain::{PolicySet, Selection};
+use crate::cluster::Cluster;
 use crate::config;
 use crate::evaluators::Evaluators;
 use crate::metrics::{Metrics, ReviewLabels};
@@ -108,18 +109,25 @@ pub struct AppState {
     suspect: Evaluators,
     /// Set on SIGTERM: `/readyz` says 503 from then on, reviews are still answered.
     draining: Arc<AtomicBool>,
+    /// The caches policies read the cluster from, for `/readyz`.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl AppState {
     /// State with no policy set yet: `/readyz` says not ready and reviews wait
     /// (within their deadline) until [`AppState::serve`] is called.
-    pub(crate) fn new(metrics: Arc<Metrics>, max_concurrent_evaluations: usize) -> Self {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        max_concurrent_evaluations: usize,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         Self {
             served: watch::Sender::new(None),
             metrics,
             trusted: Evaluators::start("stsguard-eval", max_concurrent_evaluations),
             suspect: Evaluators::start("stsguard-suspect", max_concurrent_evaluations.div_ceil(2)),
             draining: Arc::default(),
+            cluster,
         }
     }
 
@@ -466,12 +474,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
+    let cluster = state.cluster.as_deref();
     match state.current() {
         Some(served) => {
             // The first line for people and probes; then which module each
-            // policy runs (a registry tag as the digest it was pinned to).
+            // policy runs (a registry tag as the digest it was pinned to), and
+            // each watched kind's cache.
             let policies = served.policies.policies();
-            let mut text = format!("ready: {} policies\n", policies.len());
+            let unsynced = cluster.map_or(Ok(()), Cluster::readiness);
+            let mut text = match &unsynced {
+                Ok(()) => format!("ready: {} policies\n", policies.len()),
+                Err(why) => format!("not ready: {why}\n"),
+            };
             for policy in policies {
                 text.push_str(&format!(
                     "policy {} {} sha256:{}\n",
@@ -480,7 +494,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
                     policy.digest()
                 ));
             }
-            text.into_response()
+            if let Some(cluster) = cluster {
+                text.push_str(&cluster.describe());
+            }
+            match unsynced {
+                Ok(()) => text.into_response(),
+                Err(_) => (StatusCode::SERVICE_UNAVAILABLE, text).into_response(),
+            }
         }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -30,6 +30,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::{self, ClusterOptions};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::metrics::Metrics;
@@ -63,6 +64,8 @@ pub struct Options {
     /// How often the tags of `oci://` modules are asked where they point now;
     /// a moved tag reloads the policy set. `None`: only when the config changes.
     pub tag_recheck_interval: Option<Duration>,
+    /// Whether (and how) policies read the cluster.
+    pub cluster: ClusterOptions,
 }
 
 /// Where the serving certificate comes from.
@@ -183,6 +186,7 @@ pub async fn start(
         metrics_listen,
         registry,
         tag_recheck_interval,
+        cluster,
     } = options;
     let policy_versions = FileVersions::now(config_path.clone());
     let config = Config::load_or_default(config_path.as_deref())?;
@@ -195,9 +199,11 @@ pub async fn start(
     let engine_options = engine;
     let engine = Engine::new(&engine_options)?;
     let registry = Registry::new(registry).map_err(StartError::Registry)?;
+    let cluster = cluster::connect(cluster).await;
     let state = AppState::new(
-        Arc::new(Metrics::default()),
+        Arc::new(Metrics::new(cluster.as_ref())),
         max_concurrent_evaluations.max(1),
+        cluster.clone(),
     );
     let listener = bind(listen).await?;
     let address = listener.local_addr().map_err(|cause| StartError::Listen {
@@ -230,6 +236,7 @@ pub async fn start(
         versions,
         registry,
         tag_recheck_interval,
+        cluster,
     };
     let (first_load, first_loaded) = watch::channel(FirstLoad::Pending);
     let policies = tokio::spawn(reload::serve_policies(

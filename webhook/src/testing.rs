@@ -4,9 +4,15 @@
 
 use std::path::PathBuf;
 
-/// The scripted test policy (`policies/testing/scripted`).
+/// The scripted test policy (`policies/testing/scripted`), built against the
+/// frozen 0.2.0 contract.
 pub fn scripted_policy() -> PathBuf {
     PathBuf::from(env!("STSGUARD_TEST_POLICY_DIR")).join("test_policy_scripted.wasm")
+}
+
+/// The cluster-reading test policy (`policies/testing/reader`), contract 0.3.
+pub fn reader_policy() -> PathBuf {
+    PathBuf::from(env!("STSGUARD_TEST_POLICY_DIR")).join("test_policy_reader.wasm")
 }
 
 /// A compilation cache under the target directory, shared by test runs.

@@ -180,7 +180,17 @@ fn inspect_describes_a_policy_and_names_what_other_files_are() {
     );
     assert_eq!(code, Some(0), "{stderr}");
     let inspection: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(inspection["contractVersion"], "0.2.0");
+    assert_eq!(inspection["contractVersion"], "0.3.0");
+    assert_eq!(inspection["metadata"]["reads"], serde_json::json!([]));
+    let (code, stdout, stderr) = run(&["inspect", "builtin:headless-service"], dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(
+            "reads:       v1 Service (grant in the policy's config entry: reads: [{apiVersion: v1, \
+             kind: Service}])"
+        ),
+        "{stdout}"
+    );
     assert_eq!(inspection["metadata"]["name"], "volume-claims");
     assert_eq!(inspection["metadata"]["targets"][0], "apps/v1 StatefulSet");
     assert_eq!(inspection["sha256"].as_str().unwrap().len(), 64);

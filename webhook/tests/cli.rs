@@ -365,17 +365,34 @@ fn eval_fixes_the_lab_statefulset_and_explains_each_change() {
     );
 }
 
+/// A PodDisruptionBudget for the lab StatefulSet's pods, as a context file.
+fn lab_budget(dir: &std::path::Path) -> String {
+    let path = dir.join("budget.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: counter}\n\
+         spec: {maxUnavailable: 1, selector: {matchLabels: {app: counter}}}\n",
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
 #[test]
 fn eval_output_is_a_fixed_point() {
-    let (_, first, _) = eval(&["deploy/examples/lab-statefulset.yaml"]);
     let dir = tempfile::tempdir().unwrap();
+    let context = format!("deploy/examples/cluster.yaml,{}", lab_budget(dir.path()));
+    let (_, first, _) = eval(&[
+        "--context",
+        &context,
+        "deploy/examples/lab-statefulset.yaml",
+    ]);
     let fixed = dir.path().join("fixed.yaml");
     let text: String = first
         .iter()
         .map(|object| format!("---\n{}", serde_yaml::to_string(object).unwrap()))
         .collect();
     std::fs::write(&fixed, text).unwrap();
-    let (code, second, stderr) = eval(&[fixed.to_str().unwrap()]);
+    let (code, second, stderr) = eval(&["--context", &context, fixed.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(second, first, "the chain changes nothing on its own output");
     assert!(
@@ -499,6 +516,48 @@ fn bench_refuses_a_server_pid_it_cannot_measure() {
     assert!(!output.status.success());
     assert!(
         stderr.contains("--server-pid 4294967295: no process to measure"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn eval_reads_the_cluster_from_context_files_and_the_manifests_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let sts = dir.path().join("sts.yaml");
+    let lab = manifest("deploy/examples/lab-statefulset.yaml");
+    std::fs::write(&sts, serde_yaml::to_string(&lab[1]).unwrap()).unwrap();
+    let warned = |stderr: &str, policy: &str| stderr.contains(&format!("stsguard/{policy}: "));
+
+    // No context: an empty cluster.
+    let (code, _, stderr) = eval(&[sts.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("names no Service in default"), "{stderr}");
+    assert!(
+        stderr.contains("the cluster has no StorageClass at all"),
+        "{stderr}"
+    );
+    assert!(warned(&stderr, "disruption-budget"), "{stderr}");
+
+    // The Service in the same manifest file counts; the default class and the
+    // budget come from context files.
+    let context = format!("deploy/examples/cluster.yaml,{}", lab_budget(dir.path()));
+    let (code, _, stderr) = eval(&[
+        "--context",
+        &context,
+        "deploy/examples/lab-statefulset.yaml",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    for policy in ["headless-service", "storage-class", "disruption-budget"] {
+        assert!(!warned(&stderr, policy), "{policy}: {stderr}");
+    }
+
+    // A context object that cannot be placed is an error naming it.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Service\nmetadata: {}\n").unwrap();
+    let (code, _, stderr) = eval(&["--context", bad.to_str().unwrap(), sts.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bad.yaml#1: cannot be a context object"),
         "{stderr}"
     );
 }

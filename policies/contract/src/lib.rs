@@ -12,6 +12,9 @@
 //!                                             all or nothing)
 //!                                   text      how an object is named, denial and warning
 //!                                             texts, and every limit on them
+//!                                   cluster   reading cluster objects: kinds, label
+//!                                             selectors, the objects of a kind as
+//!                                             reads see them, what a read may not do
 //! ```
 //!
 //! The host enforces these rules; the SDK's harness runs the same code, so a
@@ -21,6 +24,7 @@
 //! WebAssembly: each side converts its generated bindings into these types with
 //! `From`.
 
+pub mod cluster;
 pub mod kind;
 pub mod mutation;
 pub mod request;
@@ -35,4 +39,7 @@ pub use mutation::{Field, Mutation, MutationError};
 pub use verdict::{Verdict, VerdictError};
 
 /// The WIT package this contract belongs to, as components name it.
-pub const WIT_PACKAGE: &str = "stsguard:policy@0.2.0";
+pub const WIT_PACKAGE: &str = "stsguard:policy@0.3.0";
+
+/// The earlier contract versions the host still serves, exactly as before.
+pub const WIT_PACKAGES_SERVED: &[&str] = &["stsguard:policy@0.2.0", WIT_PACKAGE];

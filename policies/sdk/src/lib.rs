@@ -75,6 +75,7 @@
 //! stsguard_policy::export_policy!(MinReadySeconds);
 //! ```
 
+pub mod cluster;
 pub mod json;
 pub mod log;
 mod request;
@@ -111,6 +112,12 @@ pub trait Policy {
 
     /// The policy's settings; [`NoSettings`] when it takes none.
     type Settings: Settings;
+
+    /// The kinds of cluster objects the policy reads with [`cluster`], e.g.
+    /// `&[cluster::Kind::of::<Service>()]`; exported in its metadata (`reads`).
+    /// The host loads the policy only when the operator grants each of them,
+    /// and refuses a read of any other kind. None by default.
+    const READS: &'static [cluster::Kind] = &[];
 
     /// Decides about one CREATE or UPDATE of a [`Policy::Object`]. DELETE and
     /// CONNECT never reach it. Return `Err` only when the policy cannot decide
@@ -167,6 +174,14 @@ impl From<String> for Error {
 impl From<&str> for Error {
     fn from(message: &str) -> Self {
         Self(message.to_owned())
+    }
+}
+
+/// A cluster read with no answer fails the evaluation: the configured
+/// `failurePolicy` decides.
+impl From<cluster::ReadError> for Error {
+    fn from(error: cluster::ReadError) -> Self {
+        Self(error.to_string())
     }
 }
 

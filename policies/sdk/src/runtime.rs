@@ -40,6 +40,13 @@ pub fn metadata<P: Policy>() -> bindings::Metadata {
             kind: <P::Object as Resource>::KIND.into(),
         }],
         settings_schema: m.settings_schema.into(),
+        reads: P::READS
+            .iter()
+            .map(|kind| bindings::stsguard::policy::types::ResourceKind {
+                api_version: kind.api_version.into(),
+                kind: kind.kind.into(),
+            })
+            .collect(),
     }
 }
 

@@ -37,6 +37,7 @@ use serde_json::{Value, json};
 use stsguard_contract::request::{self, Requester};
 use stsguard_contract::text::{self, ObjectName};
 
+use crate::cluster;
 use crate::runtime::{self, bindings};
 use crate::{Policy, settings};
 
@@ -69,11 +70,100 @@ impl Outcome {
     }
 }
 
+/// The cluster a policy reads in a test: the objects it holds, and nothing
+/// else (every kind is known; a kind without objects lists empty). Reads are
+/// answered by the host's rules: a kind the policy does not declare in
+/// [`Policy::READS`] is refused, a list past the size bound is too large.
+///
+/// ```
+/// use stsguard_policy::serde_json::json;
+/// use stsguard_policy::testing::Cluster;
+/// let cluster = Cluster::new()
+///     .with(json!({"apiVersion": "v1", "kind": "Service",
+///                  "metadata": {"name": "web", "namespace": "default"},
+///                  "spec": {"clusterIP": "None", "selector": {"app": "web"}}}));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    snapshot: stsguard_contract::cluster::Snapshot,
+}
+
+impl Cluster {
+    /// An empty cluster: what a policy sees when a test gives none.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an object (with `apiVersion`, `kind` and `metadata.name`; a
+    /// namespaced one without a namespace goes to `default`). Panics with the
+    /// reason when it cannot be added.
+    pub fn with(mut self, object: Value) -> Self {
+        if let Err(e) = self.snapshot.insert(object) {
+            panic!("testing::Cluster: {e}");
+        }
+        self
+    }
+
+    /// Adds every object of a YAML or JSON file (documents separated by `---`,
+    /// or a `List`), as `stsguard test` reads a `context:` file.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn with_file(self, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        self.with_yaml(&text)
+    }
+
+    /// Adds every object of YAML or JSON text (documents separated by `---`,
+    /// or a `List`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn with_yaml(mut self, text: &str) -> Self {
+        use serde::Deserialize;
+        for document in serde_yaml::Deserializer::from_str(text) {
+            let value = Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("testing::Cluster: not YAML: {e}"));
+            let objects = match value {
+                Value::Null => Vec::new(),
+                Value::Object(ref map)
+                    if map.get("kind").and_then(Value::as_str) == Some("List") =>
+                {
+                    map.get("items")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                }
+                other => vec![other],
+            };
+            for object in objects {
+                self = self.with(object);
+            }
+        }
+        self
+    }
+
+    fn run<R>(&self, reads: &[cluster::Kind], f: impl FnOnce() -> R) -> R {
+        let declared = reads.iter().map(cluster::Kind::resource_kind).collect();
+        cluster::with_fake(&self.snapshot, declared, f)
+    }
+}
+
 /// Runs policy `P` on an AdmissionRequest (the `request` member of an
-/// AdmissionReview) with these settings. `Err` is the policy's error.
+/// AdmissionReview) with these settings, in an empty cluster. `Err` is the
+/// policy's error.
 pub fn evaluate<P: Policy>(request: &Value, settings: &Value) -> Result<Outcome, String> {
+    evaluate_in::<P>(&Cluster::new(), request, settings)
+}
+
+/// [`evaluate`] with the policy's cluster reads answered from `cluster`.
+pub fn evaluate_in<P: Policy>(
+    cluster: &Cluster,
+    request: &Value,
+    settings: &Value,
+) -> Result<Outcome, String> {
     let (rest, object) = wit_arguments(request);
-    let verdict = runtime::evaluate::<P>(&rest, object, &settings.to_string())?;
+    let verdict = cluster.run(P::READS, || {
+        runtime::evaluate::<P>(&rest, object, &settings.to_string())
+    })?;
     outcome(verdict, P::METADATA.mutating, &request["object"])
 }
 
@@ -81,7 +171,12 @@ pub fn evaluate<P: Policy>(request: &Value, settings: &Value) -> Result<Outcome,
 /// error, and checks that every warning is one line that reaches the user
 /// whole, with the host's prefix, within [`MAX_WARNING_CHARS`](crate::MAX_WARNING_CHARS).
 pub fn run<P: Policy>(request: &Value, settings: &Value) -> Outcome {
-    let outcome = evaluate::<P>(request, settings)
+    run_in::<P>(&Cluster::new(), request, settings)
+}
+
+/// [`run`] with the policy's cluster reads answered from `cluster`.
+pub fn run_in<P: Policy>(cluster: &Cluster, request: &Value, settings: &Value) -> Outcome {
+    let outcome = evaluate_in::<P>(cluster, request, settings)
         .unwrap_or_else(|e| panic!("policy `{}` failed: {e}", P::METADATA.name));
     let prefix = text::warning_prefix(P::METADATA.name, false)
         .chars()
@@ -212,6 +307,7 @@ type EvaluateFn = fn(&str, String, &str) -> Result<stsguard_contract::Verdict, S
 struct Step {
     name: &'static str,
     mutating: bool,
+    reads: &'static [cluster::Kind],
     evaluate: EvaluateFn,
     settings: String,
 }
@@ -222,6 +318,7 @@ struct Step {
 #[derive(Default)]
 pub struct Chain {
     steps: Vec<Step>,
+    cluster: Cluster,
 }
 
 /// What a [`Chain`] decided.
@@ -252,9 +349,17 @@ impl Chain {
         self.steps.push(Step {
             name: P::METADATA.name,
             mutating: P::METADATA.mutating,
+            reads: P::READS,
             evaluate: runtime::evaluate::<P>,
             settings,
         });
+        self
+    }
+
+    /// Answers the policies' cluster reads from `cluster` (an empty one by
+    /// default).
+    pub fn in_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = cluster;
         self
     }
 
@@ -265,7 +370,12 @@ impl Chain {
         for step in &self.steps {
             let failed = |e: String| format!("policy `{}` failed: {e}", step.name);
             let (rest, object) = wit_arguments(&request);
-            let verdict = (step.evaluate)(&rest, object, &step.settings).map_err(failed)?;
+            let verdict = self
+                .cluster
+                .run(step.reads, || {
+                    (step.evaluate)(&rest, object, &step.settings)
+                })
+                .map_err(failed)?;
             let outcome = outcome(verdict, step.mutating, &request["object"]).map_err(failed)?;
             text::add_warnings(
                 &mut warnings,

@@ -251,6 +251,7 @@ impl Policy {
         let context = CallContext {
             policy: self.name.clone(),
             uid: input.uid.into(),
+            cluster: self.cluster.clone(),
         };
         let (request, object) = input.texts(object);
         self.module

@@ -15,7 +15,9 @@ use super::evaluate::Selection;
 use super::guard::{CircuitState, Guard};
 use crate::builtin;
 use crate::config::{Config, FailurePolicy, Mode, ModuleSource, PolicyConfig};
-use crate::engine::{self, CallContext, Engine, EvalError, Limits, Metadata, Module};
+use crate::engine::{
+    self, CallContext, ClusterAccess, ClusterReader, Engine, EvalError, Limits, Metadata, Module,
+};
 use crate::registry::{OciReference, Pulled};
 
 /// One configured, loaded policy.
@@ -32,6 +34,8 @@ pub struct Policy {
     pub(super) settings: String,
     pub(super) limits: Limits,
     pub(super) guard: Guard,
+    /// What it may read of the cluster; `None` when it reads nothing.
+    pub(super) cluster: Option<ClusterAccess>,
 }
 
 impl Policy {
@@ -122,30 +126,67 @@ pub enum LoadError {
         engine::MAX_MEMORY_LIMIT >> 20
     )]
     MemoryLimit { policy: String, limit: String },
+    #[error(
+        "policy `{policy}` ({module}) reads {missing}, which the configuration does not grant it; \
+         if it should, add to the policy's entry in the config: `reads: [{all}]`"
+    )]
+    NotGranted {
+        policy: String,
+        module: String,
+        /// The declared kinds not granted, as a list.
+        missing: String,
+        /// Every kind it declares, as YAML flow mappings.
+        all: String,
+    },
+    #[error(
+        "policy `{policy}` ({module}) reads {kinds}, and there is no cluster to read from: give \
+         stsguard a kubeconfig (KUBECONFIG) or run it in a pod with a service account \
+         (--cluster-access auto), or give the objects offline (--context, `context:`)"
+    )]
+    NoCluster {
+        policy: String,
+        module: String,
+        kinds: String,
+    },
 }
 
 impl PolicySet {
-    /// Loads every policy of `config`, which names no `oci://` module: reads
-    /// and compiles each distinct module once, checks each policy's settings
-    /// with the policy itself.
+    /// Loads every policy of `config`, which names no `oci://` module and no
+    /// policy that reads the cluster: reads and compiles each distinct module
+    /// once, checks each policy's settings with the policy itself.
     pub fn load(engine: &Engine, config: &Config) -> Result<Self, LoadError> {
-        Self::load_pulled(engine, config, &Pulled::default())
+        Self::load_pulled(engine, config, &Pulled::default(), None)
     }
 
     /// Loads `config` whose `oci://` modules are in `pulled` (see
-    /// [`crate::registry::Registry::pull_all`]).
+    /// [`crate::registry::Registry::pull_all`]); policies that read the cluster
+    /// read it through `cluster`, each within the kinds it is granted.
     pub fn load_pulled(
         engine: &Engine,
         config: &Config,
         pulled: &Pulled,
+        cluster: Option<&Arc<dyn ClusterReader>>,
     ) -> Result<Self, LoadError> {
         let mut modules: HashMap<[u8; 32], Arc<Module>> = HashMap::new();
         let policies = config
             .policies
             .iter()
-            .map(|policy| Policy::load(engine, policy, pulled, &mut modules))
+            .map(|policy| Policy::load(engine, policy, pulled, cluster, &mut modules))
             .collect::<Result<_, _>>()?;
         Ok(Self { policies })
+    }
+
+    /// Every kind some policy of the set is granted and reads, once: what the
+    /// server must watch.
+    pub fn kinds_read(&self) -> Vec<stsguard_contract::cluster::ResourceKind> {
+        let mut kinds: Vec<_> = self
+            .policies
+            .iter()
+            .flat_map(|policy| policy.metadata().reads.iter().cloned())
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
     }
 
     pub fn policies(&self) -> &[Policy] {
@@ -218,6 +259,7 @@ impl Policy {
         engine: &Engine,
         config: &PolicyConfig,
         pulled: &Pulled,
+        cluster: Option<&Arc<dyn ClusterReader>>,
         modules: &mut HashMap<[u8; 32], Arc<Module>>,
     ) -> Result<Self, LoadError> {
         let name = config.name.clone();
@@ -270,6 +312,7 @@ impl Policy {
                 module
             }
         };
+        let cluster = grant(config, &module, &module_name, cluster)?;
         let settings = config.settings.to_string();
         let limits = Limits {
             timeout: config.timeout,
@@ -279,6 +322,7 @@ impl Policy {
         let context = CallContext {
             policy: name.clone(),
             uid: "validate-settings".into(),
+            cluster: None,
         };
         module
             .validate_settings(&settings, &limits, &context)
@@ -299,6 +343,60 @@ impl Policy {
             settings,
             limits,
             guard: Guard::new(config.max_concurrent.map(|n| n.get()), config.circuit),
+            cluster,
         })
     }
+}
+
+/// What a policy may read: every kind its metadata declares must be granted in
+/// its configuration, and a server without a cluster cannot serve a policy that
+/// reads one. Grants the policy does not declare give it nothing and are logged.
+fn grant(
+    config: &PolicyConfig,
+    module: &Module,
+    module_name: &str,
+    cluster: Option<&Arc<dyn ClusterReader>>,
+) -> Result<Option<ClusterAccess>, LoadError> {
+    let declared = &module.metadata().reads;
+    let missing: Vec<String> = declared
+        .iter()
+        .filter(|kind| !config.reads.contains(kind))
+        .map(ToString::to_string)
+        .collect();
+    if !missing.is_empty() {
+        return Err(LoadError::NotGranted {
+            policy: config.name.clone(),
+            module: module_name.to_string(),
+            missing: missing.join(", "),
+            all: declared
+                .iter()
+                .map(|k| format!("{{apiVersion: {}, kind: {}}}", k.api_version, k.kind))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    for kind in config.reads.iter().filter(|kind| !declared.contains(kind)) {
+        tracing::warn!(
+            policy = %config.name,
+            kind = %kind,
+            "the policy is granted a kind its metadata does not declare; it cannot read it, and \
+             the grant can be removed"
+        );
+    }
+    if declared.is_empty() {
+        return Ok(None);
+    }
+    let reader = cluster.ok_or_else(|| LoadError::NoCluster {
+        policy: config.name.clone(),
+        module: module_name.to_string(),
+        kinds: declared
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })?;
+    Ok(Some(ClusterAccess {
+        reader: reader.clone(),
+        declared: declared.clone().into(),
+    }))
 }

@@ -18,6 +18,7 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -29,8 +30,9 @@ use super::outcome::{DecisionReport, PolicyReport};
 use super::registry::{RegistryArgs, load_policies};
 use crate::audit::{self, Auditor, Evaluation, Finding, Lister, Reports, Scope, Writer};
 use crate::chain::PolicySet;
+use crate::cluster::{self, Cluster};
 use crate::config::{Config, FailurePolicy, Mode};
-use crate::engine::Engine;
+use crate::engine::{ClusterReader, Engine};
 
 mod watch;
 
@@ -104,6 +106,9 @@ pub struct AuditArgs {
     registry: RegistryArgs,
 }
 
+/// How long the audit waits for the first list of each kind its policies read.
+const CLUSTER_SYNC_TIMEOUT: std::time::Duration = crate::cluster::DEFAULT_SYNC_TIMEOUT;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Output {
     Table,
@@ -158,10 +163,11 @@ fn start(args: AuditArgs) -> anyhow::Result<Verdict> {
         cache,
         registry,
     } = args;
-    let config = Config::load_or_default(config.as_deref())?;
+    // The audit reads the live cluster: the default chain includes the
+    // built-ins that read it.
+    let config = Config::load_or_default(config.as_deref())?.with_cluster_builtins();
     let registry = registry.registry(&cache)?;
     let engine = Engine::new(&cache.engine_options())?;
-    let policies = load_policies(&engine, &registry, &config)?;
     // A watch evaluates on the runtime's threads while /metrics must answer: two.
     let runtime = if watch {
         tokio::runtime::Builder::new_multi_thread()
@@ -174,13 +180,33 @@ fn start(args: AuditArgs) -> anyhow::Result<Verdict> {
             .build()
     }
     .context("could not start the async runtime")?;
+    let client = runtime.block_on(kube::Client::try_default()).map_err(|error| {
+        anyhow::anyhow!(
+            "could not make a Kubernetes client from the kubeconfig ($KUBECONFIG, ~/.kube/config) or the pod's service account: {}",
+            crate::errors::describe_error(&error)
+        )
+    })?;
+    // The policies read the cluster as the server's do: from watch-backed
+    // caches of the kinds they are granted, filled before the first object is
+    // evaluated (and, with --watch, kept current).
+    let cluster = Cluster::new(client.clone(), CLUSTER_SYNC_TIMEOUT);
+    let reader: Arc<dyn ClusterReader> = cluster.clone();
+    let policies = load_policies(&engine, &registry, &config, &reader)?;
     runtime.block_on(async {
-        let client = kube::Client::try_default().await.map_err(|error| {
-            anyhow::anyhow!(
-                "could not make a Kubernetes client from the kubeconfig ($KUBECONFIG, ~/.kube/config) or the pod's service account: {}",
-                crate::errors::describe_error(&error)
-            )
-        })?;
+        let kinds = policies.kinds_read();
+        cluster.watch(&kinds);
+        if !cluster.wait_settled(&kinds, CLUSTER_SYNC_TIMEOUT).await
+            || cluster
+                .status()
+                .iter()
+                .any(|s| s.phase != cluster::Phase::Synced)
+        {
+            eprintln!(
+                "stsguard audit: not every kind the policies read could be listed; their reads \
+                 fail, and so do those policies' evaluations:\n{}",
+                cluster.describe()
+            );
+        }
         let scope = match (all_namespaces, namespace) {
             (true, _) => Scope::All,
             (false, Some(namespace)) => Scope::Namespace(namespace),

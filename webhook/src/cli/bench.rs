@@ -291,6 +291,11 @@ async fn in_process_server(cache: CacheArgs) -> anyhow::Result<Target> {
         metrics_listen: None,
         registry: RegistryOptions::default(),
         tag_recheck_interval: None,
+        // The default chain as it runs without a cluster: what was measured so far.
+        cluster: crate::cluster::ClusterOptions {
+            access: crate::cluster::Access::Off,
+            ..Default::default()
+        },
     };
     // Serves until the process ends with the benchmark.
     let running = start::start(options, std::future::pending::<start::Stop>()).await?;

@@ -45,6 +45,13 @@ pub struct EvalArgs {
     /// object, as `json` or `yaml`.
     #[arg(short, long, env = "STSGUARD_EVAL_OUTPUT", value_enum, default_value_t = Output::Manifests)]
     output: Output,
+    /// Cluster objects the policies that read the cluster see (Services,
+    /// StorageClasses, ...: YAML or JSON manifests, multi-document or a `List`),
+    /// as the server would see them in its caches. The objects of the
+    /// manifests evaluated count too (applied together, they will exist);
+    /// nothing else does: without --context, the cluster is otherwise empty.
+    #[arg(long, env = "STSGUARD_EVAL_CONTEXT", value_delimiter = ',')]
+    context: Vec<PathBuf>,
     /// Manifest files (YAML, multi-document, or JSON; `-` reads stdin).
     #[arg(
         required = true,
@@ -72,6 +79,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         policy,
         settings,
         old,
+        context,
         output,
         manifests,
         cache,
@@ -85,12 +93,27 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             };
             Config::single(module, settings).context("--policy")?
         }
-        None => Config::load_or_default(config.as_deref())?,
+        // Offline there is always a cluster: the context given, or an empty one.
+        None => Config::load_or_default(config.as_deref())?.with_cluster_builtins(),
     };
+
     let mut objects = Vec::new();
     for path in &manifests {
         objects.extend(read_objects(path)?);
     }
+    let mut context_objects = Vec::new();
+    for path in &context {
+        context_objects.extend(read_objects(path)?);
+    }
+    // An evaluated object that cannot be a context object (no kind, no name)
+    // gets its own, clearer error when it is evaluated.
+    context_objects.extend(
+        objects
+            .iter()
+            .filter(|(_, object)| crate::cluster::Offline::from_objects([object.clone()]).is_ok())
+            .cloned(),
+    );
+    let cluster = manifests::context_objects(context_objects)?;
     let mut previous = HashMap::new();
     for path in &old {
         for (_, object) in read_objects(path)? {
@@ -99,7 +122,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     let registry = registry.registry(&cache)?;
     let engine = Engine::new(&cache.engine_options())?;
-    let policies = load_policies(&engine, &registry, &config)?;
+    let policies = load_policies(&engine, &registry, &config, &cluster)?;
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -140,8 +140,32 @@ fn metadata_json(metadata: &Metadata) -> Value {
         "description": metadata.description,
         "mutating": metadata.mutating,
         "targets": metadata.targets.iter().map(describe_target).collect::<Vec<_>>(),
+        "reads": metadata.reads.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "settingsSchema": schema,
     })
+}
+
+/// The kinds a policy reads, and the grant a config needs for them.
+pub fn reads_line(reads: &Value) -> String {
+    let kinds: Vec<&str> = reads
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if kinds.is_empty() {
+        return "nothing but the request".into();
+    }
+    let grants: Vec<String> = kinds
+        .iter()
+        .filter_map(|kind| kind.split_once(' '))
+        .map(|(api_version, kind)| format!("{{apiVersion: {api_version}, kind: {kind}}}"))
+        .collect();
+    format!(
+        "{} (grant in the policy's config entry: reads: [{}])",
+        kinds.join(", "),
+        grants.join(", ")
+    )
 }
 
 /// `apps/v1 StatefulSet`; the core group as `core/v1`.
@@ -196,6 +220,7 @@ fn write_text(out: &mut impl Write, inspection: &Inspection) -> std::io::Result<
             .filter_map(Value::as_str)
             .collect();
         writeln!(out, "applies to:  {}", targets.join(", "))?;
+        writeln!(out, "reads:       {}", reads_line(&metadata["reads"]))?;
         writeln!(out, "settings (JSON Schema):")?;
         let schema = serde_json::to_string_pretty(&metadata["settingsSchema"]).unwrap_or_default();
         for line in schema.lines() {

@@ -7,11 +7,14 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::cluster::Offline;
+use crate::engine::ClusterReader;
 use crate::review::{self, ReviewRequest};
 use stsguard_contract::request::{self, Requester};
 
@@ -52,6 +55,21 @@ pub fn parse_objects(name: &str, text: &str) -> anyhow::Result<Vec<(String, Valu
         }
     }
     Ok(objects)
+}
+
+/// Cluster objects (`--context`, a suite's `context:`), each with where it
+/// came from, as an offline cluster for the policies that read it; none: an
+/// empty cluster.
+pub fn context_objects(objects: Vec<(String, Value)>) -> anyhow::Result<Arc<dyn ClusterReader>> {
+    let mut placed = Vec::with_capacity(objects.len());
+    for (origin, object) in objects {
+        // One at a time, so that an error names the object's origin.
+        Offline::from_objects([object.clone()])
+            .map_err(|e| anyhow::anyhow!("{origin}: cannot be a context object: {e}"))?;
+        placed.push(object);
+    }
+    let offline = Offline::from_objects(placed).map_err(anyhow::Error::msg)?;
+    Ok(offline.reader())
 }
 
 /// API version, kind, namespace and name: how an object is matched with its

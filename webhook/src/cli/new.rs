@@ -210,6 +210,7 @@ mod tests {
             "serde",
             "serde_json",
             "serde_path_to_error",
+            "serde_yaml",
             "wit-bindgen",
         ] {
             assert_eq!(

@@ -4,7 +4,7 @@
 use anyhow::Context;
 
 use super::CacheArgs;
-use super::inspect::describe_target;
+use super::inspect::{describe_target, reads_line};
 use crate::builtin;
 use crate::engine::Engine;
 
@@ -36,6 +36,8 @@ pub fn run(args: PoliciesArgs) -> anyhow::Result<()> {
         );
         println!("  {}", metadata.description);
         println!("  applies to: {}", targets.join(", "));
+        let reads: Vec<String> = metadata.reads.iter().map(ToString::to_string).collect();
+        println!("  reads: {}", reads_line(&serde_json::json!(reads)));
         println!("  settings (JSON Schema):");
         let schema = serde_json::to_string_pretty(&schema).unwrap_or_default();
         for line in schema.lines() {

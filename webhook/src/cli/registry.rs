@@ -3,6 +3,7 @@
 //! `stsguard push` and `stsguard pull`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,8 +11,8 @@ use anyhow::Context;
 use super::CacheArgs;
 use crate::chain::PolicySet;
 use crate::config::{ByteSize, Config};
-use crate::engine::Engine;
 use crate::engine::anatomy::Anatomy;
+use crate::engine::{ClusterReader, Engine};
 use crate::registry::credentials::Credentials;
 use crate::registry::{
     DEFAULT_MAX_MODULE_BYTES, OciReference, Pulled, PulledModule, Registry, RegistryOptions,
@@ -72,15 +73,22 @@ impl RegistryArgs {
     }
 }
 
-/// Pulls `config`'s `oci://` modules, then loads its policy set: what the
-/// commands that run policies offline (eval, test, audit, compile) share.
+/// Pulls `config`'s `oci://` modules, then loads its policy set, its cluster
+/// reads answered by `cluster`: what the commands that run policies outside
+/// the server (eval, test, audit, compile) share.
 pub fn load_policies(
     engine: &Engine,
     registry: &Registry,
     config: &Config,
+    cluster: &Arc<dyn ClusterReader>,
 ) -> anyhow::Result<PolicySet> {
     let pulled = pull_blocking(registry, config)?;
-    Ok(PolicySet::load_pulled(engine, config, &pulled)?)
+    Ok(PolicySet::load_pulled(
+        engine,
+        config,
+        &pulled,
+        Some(cluster),
+    )?)
 }
 
 /// [`Registry::pull_all`] of a config's modules, from synchronous code; no runtime is started for a

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::CacheArgs;
 use super::registry::RegistryArgs;
+use super::{CacheArgs, ClusterArgs};
 use crate::config::ByteSize;
 use crate::server::ConnectionTimeouts;
 use crate::start::{self, Certificate, Stop};
@@ -73,6 +73,8 @@ pub struct ServeArgs {
     cache: CacheArgs,
     #[command(flatten)]
     registry: RegistryArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -99,6 +101,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tag_recheck_interval,
         cache,
         registry,
+        cluster,
     } = args;
     let certificate = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => Certificate::Files(CertificateFiles { cert, key }),
@@ -121,6 +124,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics_listen,
         registry,
         tag_recheck_interval: Some(tag_recheck_interval).filter(|interval| !interval.is_zero()),
+        cluster: cluster.options(),
     };
     let running = start::start(options, termination()).await?;
     if let Some(generated) = running.generated() {

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,14 +23,16 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::CacheArgs;
-use super::manifests::parse_request;
+use super::manifests::{self, parse_request};
 use super::outcome::DecisionReport;
 use super::registry::{RegistryArgs, pull_blocking};
 use crate::admission;
 use crate::chain::{LoadError, PolicySet, Selection};
+use crate::cluster::Offline;
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{ClusterReader, Engine};
 use crate::registry::Registry;
+use stsguard_contract::cluster::{ReadError, ResourceKind, Selector};
 use suite::{Case, Suite};
 
 #[derive(Debug, clap::Args)]
@@ -178,7 +181,11 @@ fn run_suite(engine: &Engine, registry: &Registry, path: &Path) -> SuiteResult {
         Ok(pulled) => pulled,
         Err(error) => return result(Some(format!("{}: {error:#}", path.display())), Vec::new()),
     };
-    let policies = match PolicySet::load_pulled(engine, &suite.config, &pulled) {
+    // One chain for the whole suite, its reads answered from each case's
+    // context in turn (cases run one after another).
+    let context = Arc::new(CaseContext::default());
+    let reader: Arc<dyn ClusterReader> = context.clone();
+    let policies = match PolicySet::load_pulled(engine, &suite.config, &pulled, Some(&reader)) {
         Ok(policies) => policies,
         Err(error) => {
             return result(
@@ -203,11 +210,19 @@ fn run_suite(engine: &Engine, registry: &Registry, path: &Path) -> SuiteResult {
                 Some(settings) => chains
                     .entry(settings.to_string())
                     .or_insert_with(|| {
-                        PolicySet::load_pulled(engine, &suite.config_with(settings), &pulled)
+                        PolicySet::load_pulled(
+                            engine,
+                            &suite.config_with(settings),
+                            &pulled,
+                            Some(&reader),
+                        )
                     })
                     .as_ref(),
             };
-            let (failures, decision) = run_case(&suite.config, chain, case);
+            let (failures, decision) = match context.set(&case.context) {
+                Ok(()) => run_case(&suite.config, chain, case),
+                Err(error) => (vec![format!("{error:#}")], None),
+            };
             CaseResult {
                 name: case.name.clone(),
                 failures,
@@ -217,6 +232,47 @@ fn run_suite(engine: &Engine, registry: &Registry, path: &Path) -> SuiteResult {
         })
         .collect();
     result(None, cases)
+}
+
+/// The cluster a case's policies read: its context, swapped in before it runs.
+#[derive(Default)]
+struct CaseContext(RwLock<Option<Arc<dyn ClusterReader>>>);
+
+impl CaseContext {
+    fn set(&self, objects: &[(String, Value)]) -> anyhow::Result<()> {
+        let reader = manifests::context_objects(objects.to_vec())?;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(reader);
+        Ok(())
+    }
+
+    fn reader(&self) -> Arc<dyn ClusterReader> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| Offline::empty().reader())
+    }
+}
+
+impl ClusterReader for CaseContext {
+    fn get(
+        &self,
+        kind: &ResourceKind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Arc<str>>, ReadError> {
+        self.reader().get(kind, namespace, name)
+    }
+
+    fn list(
+        &self,
+        kind: &ResourceKind,
+        namespace: Option<&str>,
+        selector: &Selector,
+        max_bytes: usize,
+    ) -> Result<String, ReadError> {
+        self.reader().list(kind, namespace, selector, max_bytes)
+    }
 }
 
 fn run_case(

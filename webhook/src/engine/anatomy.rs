@@ -9,7 +9,7 @@
 //! wasip1 program, a component of another world or contract version — and what
 //! stsguard expects instead. `Engine::load` and `stsguard inspect` both ask here.
 
-use stsguard_contract::WIT_PACKAGE;
+use stsguard_contract::{WIT_PACKAGE, WIT_PACKAGES_SERVED};
 use wasmparser::{ComponentExternalKind, ComponentTypeRef, Encoding, Parser, Payload};
 
 /// The WIT package name policies import and export, without its version.
@@ -196,7 +196,7 @@ impl Anatomy {
             )),
             Self::Component { .. } => {
                 if let Some(version) = self.contract_version()
-                    && !same_major(version, contract_version())
+                    && !served(version)
                 {
                     return Err(format!(
                         "it was built against {PACKAGE_NAME}@{version}, and this stsguard serves \
@@ -257,11 +257,26 @@ fn major(version: &str) -> (&str, &str) {
     }
 }
 
+/// Whether a component of contract `version` can be served: one of the served
+/// versions' majors.
+fn served(version: &str) -> bool {
+    WIT_PACKAGES_SERVED
+        .iter()
+        .filter_map(|package| package.rsplit_once('@'))
+        .any(|(_, served)| same_major(version, served))
+}
+
+/// The served versions, as a user reads them: `0.2.x, 0.3.x`.
 fn compatible_range() -> String {
-    match major(contract_version()) {
-        ("0", minor) => format!("0.{minor}.x"),
-        (major, _) => format!("{major}.x"),
-    }
+    WIT_PACKAGES_SERVED
+        .iter()
+        .filter_map(|package| package.rsplit_once('@'))
+        .map(|(_, version)| match major(version) {
+            ("0", minor) => format!("0.{minor}.x"),
+            (major, _) => format!("{major}.x"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn list_or_none(names: &[String]) -> String {
@@ -290,7 +305,7 @@ mod tests {
         assert_eq!(anatomy.contract_version(), Some(contract_version()));
         anatomy.expect_policy().unwrap();
         assert!(
-            anatomy.describe().contains("stsguard:policy@0.2"),
+            anatomy.describe().contains("stsguard:policy@0.3"),
             "{}",
             anatomy.describe()
         );
@@ -338,7 +353,7 @@ mod tests {
             error.starts_with("it is a core WebAssembly module for WASI preview 1"),
             "{error}"
         );
-        assert!(error.contains("stsguard:policy@0.2.0"), "{error}");
+        assert!(error.contains("stsguard:policy@0.3.0"), "{error}");
 
         let wapc = Anatomy::CoreModule {
             flavor: CoreFlavor::Wapc,
@@ -360,13 +375,18 @@ mod tests {
             "{error}"
         );
         assert!(
-            error.contains("serves stsguard:policy@0.2.0 (versions 0.2.x)"),
+            error.contains("serves stsguard:policy@0.3.0 (versions 0.2.x, 0.3.x)"),
             "{error}"
         );
-        // A newer patch or minor release of the same 0.2 line is served.
-        component(&["stsguard:policy/host@0.2.7"], &POLICY_EXPORTS)
+        // A newer patch release of a served line is served, the earlier line too.
+        for version in ["0.2.7", "0.3.1"] {
+            component(
+                &[&format!("stsguard:policy/host@{version}")],
+                &POLICY_EXPORTS,
+            )
             .expect_policy()
             .unwrap();
+        }
     }
 
     #[test]

@@ -12,8 +12,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::CallContext;
-use super::bindings::Level;
-use super::bindings::stsguard::policy::{host, types};
+use super::bindings::v0_3::stsguard::policy::types::Level;
+use super::bindings::{v0_2, v0_3};
 use super::budget::MemoryBudget;
 
 /// Everything one store owns.
@@ -58,6 +58,16 @@ impl Sandbox {
             log_quota,
             log_allowance: log_quota,
         }
+    }
+
+    /// What this call runs with.
+    pub fn context(&self) -> &CallContext {
+        &self.context
+    }
+
+    /// The guest's memory limit, in bytes.
+    pub fn memory_limit(&self) -> u64 {
+        self.limiter.limit
     }
 
     /// Logs one line of the guest's, if its quota has room.
@@ -154,10 +164,26 @@ impl WasiView for Sandbox {
     }
 }
 
-impl types::Host for Sandbox {}
+impl v0_3::stsguard::policy::types::Host for Sandbox {}
 
-impl host::Host for Sandbox {
+impl v0_3::stsguard::policy::host::Host for Sandbox {
     fn log(&mut self, level: Level, message: String) {
+        self.log_line(level, &message, None);
+    }
+}
+
+impl v0_2::stsguard::policy::types::Host for Sandbox {}
+
+impl v0_2::stsguard::policy::host::Host for Sandbox {
+    fn log(&mut self, level: v0_2::stsguard::policy::types::Level, message: String) {
+        use v0_2::stsguard::policy::types::Level as Old;
+        let level = match level {
+            Old::Trace => Level::Trace,
+            Old::Debug => Level::Debug,
+            Old::Info => Level::Info,
+            Old::Warn => Level::Warn,
+            Old::Error => Level::Error,
+        };
         self.log_line(level, &message, None);
     }
 }

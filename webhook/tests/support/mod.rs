@@ -48,7 +48,9 @@ pub fn stsguard() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_stsguard"));
     command
         .env_remove("STSGUARD_CONFIG")
-        .env("STSGUARD_CACHE_DIR", testing::cache_dir());
+        .env("STSGUARD_CACHE_DIR", testing::cache_dir())
+        // A cluster this machine's kubeconfig names is not the test's.
+        .env("STSGUARD_CLUSTER_ACCESS", "off");
     command
 }
 
@@ -143,6 +145,11 @@ impl TestServer {
             metrics_listen: None,
             registry,
             tag_recheck_interval,
+            // Whatever cluster this machine's kubeconfig names is not the test's.
+            cluster: stsguard_webhook::cluster::ClusterOptions {
+                access: stsguard_webhook::cluster::Access::Off,
+                ..Default::default()
+            },
         };
         let (shutdown, on_shutdown) = oneshot::channel::<()>();
         let running = start::start(options, async {

@@ -1,4 +1,6 @@
-//! A policy for the host's own tests, written against the raw WIT bindings.
+//! A policy for the host's own tests, written against the raw WIT bindings of
+//! the 0.2.0 contract (frozen in `webhook/wit/0.2.0`): every host test that runs
+//! it also shows that components built before 0.3.0 load and behave as they did.
 //!
 //! The host must survive policies that misbehave — that loop forever, trap, or
 //! allocate without bound — and must run well-behaved ones in the right order. One
@@ -30,7 +32,7 @@
 
 wit_bindgen::generate!({
     world: "policy",
-    path: "../../wit",
+    path: "../../../webhook/wit/0.2.0",
 });
 
 use serde_json::Value;

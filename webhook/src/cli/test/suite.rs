@@ -4,12 +4,20 @@
 //! config: stsguard.yaml          # the chain of a config file, or:
 //! policies:                      # entries as in a config file
 //!   - {name: demo, module: build/demo.wasm, settings: {maxReplicas: 5}}
+//! context:                      # cluster objects every case's policies see
+//!   - examples/services.yaml     # manifest files (any number of objects each),
+//!   - {apiVersion: storage.k8s.io/v1, kind: StorageClass, metadata: {name: fast}}  # or inline
 //! cases:
 //!   - name: too many replicas are denied
 //!     object: examples/statefulset.yaml   # a file, or the object inline
 //!     settings: {maxReplicas: 2}          # overrides the one policy's settings
+//!     context: [examples/pdb.yaml]        # more objects, for this case only
 //!     expect: {allowed: false, message: "more than the 2"}
 //! ```
+//!
+//! Policies that read the cluster see exactly the suite's and the case's
+//! `context` objects, answered as the server answers from its caches; without
+//! any, an empty cluster.
 //!
 //! Paths are relative to the suite file. Everything a case refers to is read
 //! when the suite loads, so a missing file is a suite error naming the case,
@@ -32,6 +40,9 @@ struct SuiteFile {
     config: Option<PathBuf>,
     /// Or the chain itself, as a config file's `policies`.
     policies: Option<Value>,
+    /// Cluster objects (files or inline) every case's policies see.
+    #[serde(default)]
+    context: Vec<Value>,
     cases: Vec<CaseFile>,
 }
 
@@ -55,6 +66,9 @@ struct CaseFile {
     user_info: UserInfo,
     /// Settings for the suite's only policy, instead of its configured ones.
     settings: Option<Value>,
+    /// More cluster objects (files or inline), for this case only.
+    #[serde(default)]
+    context: Vec<Value>,
     expect: Expect,
 }
 
@@ -109,6 +123,8 @@ pub struct Case {
     pub request: Value,
     /// Settings for the suite's only policy, when the case overrides them.
     pub settings: Option<Value>,
+    /// The cluster objects its policies see: the suite's, then the case's.
+    pub context: Vec<(String, Value)>,
     pub expect: Expect,
 }
 
@@ -146,8 +162,15 @@ impl Suite {
                 path.display()
             ),
         };
+        // Offline there is always a cluster, the context (maybe empty): a
+        // config's default chain includes the built-ins that read it.
+        let config = config.with_cluster_builtins();
         if file.cases.is_empty() {
             bail!("{}: the suite has no cases", path.display());
+        }
+        let mut suite_context = Vec::new();
+        for (index, entry) in file.context.iter().enumerate() {
+            suite_context.extend(place.objects(entry, &format!("context[{index}]"))?);
         }
         let mut cases = Vec::new();
         for (index, case) in file.cases.into_iter().enumerate() {
@@ -177,10 +200,15 @@ impl Suite {
                     place.error(pattern, &field("expect.messageMatches"), e.to_string())
                 })?;
             }
+            let mut context = suite_context.clone();
+            for (number, entry) in case.context.iter().enumerate() {
+                context.extend(place.objects(entry, &field(&format!("context[{number}]")))?);
+            }
             cases.push(Case {
                 name: case.name,
                 request,
                 settings: case.settings,
+                context,
                 expect,
             });
         }
@@ -364,6 +392,25 @@ impl Placer<'_> {
                 format!("{} is not valid YAML or JSON: {e}", path.display()),
             )
         })
+    }
+
+    /// Kubernetes objects, inline (one) or from a manifest file (any number),
+    /// each with where it came from.
+    fn objects(&self, value: &Value, field: &str) -> anyhow::Result<Vec<(String, Value)>> {
+        let Value::String(file) = value else {
+            let object = self.object(value, field)?;
+            return Ok(vec![(format!("{}: {field}", self.path.display()), object)]);
+        };
+        let path = self.base.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            self.error(
+                file,
+                field,
+                format!("could not read {}: {e}", path.display()),
+            )
+        })?;
+        manifests::parse_objects(&path.display().to_string(), &text)
+            .map_err(|e| self.error(file, field, format!("{e:#}")))
     }
 
     /// One Kubernetes object, inline or from a manifest file holding exactly one.
