@@ -56,9 +56,27 @@ impl AuditRun {
     }
 }
 
-/// Runs `stsguard audit --namespace NAMESPACE -o json --write-reports` with the
-/// suite's kubeconfig (the process inherits `KUBECONFIG`) and the built-in policies.
-pub fn audit_writing_reports(namespace: &str) -> anyhow::Result<AuditRun> {
+/// The policies the classic audit scenarios run: the three built-ins that read
+/// nothing but the StatefulSet, so that what they expect does not depend on
+/// which Services or StorageClasses the cluster has.
+pub const OBJECT_ONLY_POLICIES: &str = "policies:
+  - {name: probes, module: \"builtin:probes\"}
+  - {name: parallel, module: \"builtin:parallel\"}
+  - {name: volume-claims, module: \"builtin:volume-claims\"}
+";
+
+/// A config file with `yaml` for the length of a run.
+fn config_file(yaml: &str) -> anyhow::Result<tempfile::NamedTempFile> {
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
+    std::fs::write(file.path(), yaml)?;
+    Ok(file)
+}
+
+/// Runs `stsguard audit --namespace NAMESPACE -o json --write-reports --config`
+/// with `config` (YAML) and the suite's kubeconfig (the process inherits
+/// `KUBECONFIG`).
+pub fn audit_writing_reports(namespace: &str, config: &str) -> anyhow::Result<AuditRun> {
+    let config = config_file(config)?;
     let output = Command::new(stsguard_bin()?)
         .args([
             "audit",
@@ -68,7 +86,8 @@ pub fn audit_writing_reports(namespace: &str) -> anyhow::Result<AuditRun> {
             "json",
             "--write-reports",
         ])
-        .env_remove("STSGUARD_CONFIG")
+        .arg("--config")
+        .arg(config.path())
         .output()
         .context("running stsguard audit")?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -91,11 +110,14 @@ pub fn audit_writing_reports(namespace: &str) -> anyhow::Result<AuditRun> {
 pub struct WatchingAudit {
     child: std::process::Child,
     log: tempfile::NamedTempFile,
+    _config: tempfile::NamedTempFile,
 }
 
 impl WatchingAudit {
-    pub fn start(namespace: &str) -> anyhow::Result<Self> {
+    /// With the policies of `config` (YAML).
+    pub fn start(namespace: &str, config: &str) -> anyhow::Result<Self> {
         let log = tempfile::NamedTempFile::new()?;
+        let config = config_file(config)?;
         let child = Command::new(stsguard_bin()?)
             .args([
                 "audit",
@@ -108,12 +130,17 @@ impl WatchingAudit {
                 "--log",
                 "info",
             ])
-            .env_remove("STSGUARD_CONFIG")
+            .arg("--config")
+            .arg(config.path())
             .stdout(std::process::Stdio::null())
             .stderr(log.reopen()?)
             .spawn()
             .context("starting stsguard audit --watch")?;
-        Ok(Self { child, log })
+        Ok(Self {
+            child,
+            log,
+            _config: config,
+        })
     }
 
     /// What it logged so far (for failure messages).

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::ListParams;
 use kube::{Api, Client, Config};
 
@@ -99,6 +100,35 @@ impl Cluster {
                 "none of the cluster's {} node(s) is Ready and schedulable",
                 nodes.items.len()
             )))
+        }
+    }
+}
+
+/// The StorageClass the compliant fixture's claims name.
+pub const E2E_STORAGE_CLASS: &str = "stsguard-e2e";
+
+impl Cluster {
+    /// Makes sure [`E2E_STORAGE_CLASS`] exists: not the default class, and with
+    /// no provisioner, so nothing is ever provisioned from it. Created once and
+    /// left in place (a cluster-scoped object every run shares, like the
+    /// PolicyReport CRD).
+    pub async fn ensure_storage_class(&self) -> anyhow::Result<()> {
+        let api = Api::<StorageClass>::all(self.client.clone());
+        if api.get_opt(E2E_STORAGE_CLASS).await?.is_some() {
+            return Ok(());
+        }
+        let class: StorageClass = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": E2E_STORAGE_CLASS,
+                "labels": {"app.kubernetes.io/part-of": "stsguard-e2e"},
+            },
+            "provisioner": "kubernetes.io/no-provisioner",
+            "volumeBindingMode": "WaitForFirstConsumer",
+        }))?;
+        match api.create(&kube::api::PostParams::default(), &class).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(error).context("creating the StorageClass stsguard-e2e"),
         }
     }
 }
@@ -203,16 +233,18 @@ fn out_of_cluster() -> anyhow::Result<Mode> {
     Ok(Mode::OutOfCluster { bin, host })
 }
 
+/// The workspace's target folder (`CARGO_TARGET_DIR`, else `target/`).
+pub fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
 /// The `stsguard` binary the suite runs: `STSGUARD_BIN`, else the workspace's debug build.
 pub fn stsguard_bin() -> anyhow::Result<PathBuf> {
     let bin = match env::var_os("STSGUARD_BIN") {
         Some(bin) => PathBuf::from(bin),
-        None => {
-            let target = env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-            target.join("debug/stsguard")
-        }
+        None => target_dir().join("debug/stsguard"),
     };
     if !bin.is_file() {
         bail!(

@@ -36,6 +36,14 @@ pub fn compliant_statefulset() -> Value {
     )
 }
 
+/// The headless Service `compliant` of [`compliant_statefulset`].
+pub fn compliant_service() -> Value {
+    load(
+        "compliant-service",
+        include_str!("../fixtures/compliant-service.yaml"),
+    )
+}
+
 /// A StatefulSet `no-claims` that keeps its data on an emptyDir.
 pub fn statefulset_without_claims() -> Value {
     load(

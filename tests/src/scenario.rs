@@ -34,6 +34,8 @@ pub enum Policies {
     Enforce,
     /// The built-in policies in monitor mode.
     Monitor,
+    /// This configuration (out-of-cluster only: an installed release has its own).
+    Config(&'static str),
 }
 
 impl Policies {
@@ -41,6 +43,7 @@ impl Policies {
         match self {
             // No `policies` key: the built-ins, in enforce mode.
             Policies::Enforce => "requestTimeout: 8s\n",
+            Policies::Config(config) => config,
             Policies::Monitor => concat!(
                 "requestTimeout: 8s\n",
                 "policies:\n",
@@ -99,6 +102,51 @@ impl Scenario {
         let mut s = Self::start_with(cluster, test, Policies::Monitor).await?;
         s.register_webhook().await?;
         Ok(Some(s))
+    }
+
+    /// Like [`Scenario::start`] with the webhook running `config`. `None` (after
+    /// printing why) in-cluster, where the installed release's configuration is
+    /// what runs.
+    pub async fn start_configured(
+        test: &str,
+        config: &'static str,
+    ) -> anyhow::Result<Option<Self>> {
+        let cluster = Cluster::connect().await?;
+        if let Mode::InCluster { namespace, .. } = &cluster.mode {
+            crate::skip(
+                test,
+                &format!(
+                    "out-of-cluster only: it runs its own configuration, and the stsguard \
+                     installed in {namespace} runs the release's"
+                ),
+            )?;
+            return Ok(None);
+        }
+        let mut s = Self::start_with(cluster, test, Policies::Config(config)).await?;
+        s.register_webhook().await?;
+        Ok(Some(s))
+    }
+
+    /// Dry-runs `object` until `done` says the webhook's answer is what the test
+    /// waits for (the webhook's caches see a new Service or StorageClass a moment
+    /// after it is created), for up to 30 s; the last answer either way.
+    pub async fn dry_run_until(
+        &self,
+        object: &Value,
+        what: &str,
+        done: impl Fn(&Outcome) -> bool,
+    ) -> anyhow::Result<Outcome> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let outcome = self.create(object).dry_run().send().await?;
+            if done(&outcome) {
+                return Ok(outcome);
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: not within 30 s; the last answer: {outcome:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// A namespace for `test` that stsguard does not see yet: objects created now are

@@ -81,8 +81,10 @@ impl LocalWebhook {
         let cert = write(dir.path().join("tls.crt"), &certs.cert_pem)?;
         let key = write(dir.path().join("tls.key"), &certs.key_pem)?;
         let config_file = write(dir.path().join("config.yaml"), config)?;
-        let cache = dir.path().join("cache");
-        fs::create_dir(&cache).with_context(|| format!("creating {}", cache.display()))?;
+        // One compilation cache for every scenario: each would otherwise compile
+        // every policy again (seconds each). wasmtime's cache is safe to share.
+        let cache = crate::cluster::target_dir().join("stsguard-e2e-cache");
+        fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
         let log_path = dir.path().join("stsguard.log");
         let log = fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;

@@ -3,7 +3,8 @@
 
 use serde_json::json;
 use stsguard_e2e::fixtures::{
-    Manifest, bare_statefulset, compliant_statefulset, statefulset_without_claims,
+    Manifest, bare_statefulset, compliant_service, compliant_statefulset,
+    statefulset_without_claims,
 };
 use stsguard_e2e::scenario::{Policies, assert_no_stsguard_warnings};
 use stsguard_e2e::{Scenario, accepts, rejects};
@@ -63,6 +64,15 @@ async fn bare_lab_statefulset_is_stored_with_probes_and_parallel() -> anyhow::Re
 #[ignore = "needs a cluster: see tests/README.md"]
 async fn compliant_statefulset_is_stored_unchanged() -> anyhow::Result<()> {
     let s = Scenario::start("compliant").await?;
+    // What the policies that read the cluster look for: its Service, its class.
+    s.cluster.ensure_storage_class().await?;
+    stsguard_e2e::pods::create_service(&s.client(), &s.namespace, compliant_service()).await?;
+    s.dry_run_until(
+        &compliant_statefulset().named("probe"),
+        "the webhook to see them",
+        |o| matches!(o, stsguard_e2e::Outcome::Admitted(a) if a.stsguard_warnings().is_empty()),
+    )
+    .await?;
     // The same object, stored once past stsguard and once around it (opt-out label):
     // the API server's defaulting is the only change both get.
     let reference = accepts(

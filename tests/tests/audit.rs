@@ -7,7 +7,8 @@ use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
 use stsguard_e2e::audit::{
-    WatchingAudit, audit_writing_reports, ensure_policy_report_crd, policy_report, report_results,
+    OBJECT_ONLY_POLICIES, WatchingAudit, audit_writing_reports, ensure_policy_report_crd,
+    policy_report, report_results,
 };
 use stsguard_e2e::fixtures::{bare_statefulset, compliant_statefulset};
 use stsguard_e2e::scenario::Policies;
@@ -77,7 +78,7 @@ async fn audit_reports_what_the_policies_would_do_and_forgets_what_is_gone() -> 
     accepts(s.patch("web", json!({}))).await?;
     let compliant = accepts(s.create(&compliant_statefulset())).await?;
 
-    let first = audit_writing_reports(&s.namespace)?;
+    let first = audit_writing_reports(&s.namespace, OBJECT_ONLY_POLICIES)?;
     assert_eq!(
         first.code,
         Some(1),
@@ -148,7 +149,7 @@ async fn audit_reports_what_the_policies_would_do_and_forgets_what_is_gone() -> 
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
-    let second = audit_writing_reports(&s.namespace)?;
+    let second = audit_writing_reports(&s.namespace, OBJECT_ONLY_POLICIES)?;
     assert_eq!(second.code, Some(0), "all compliant now: {}", second.stderr);
     assert_eq!(
         second.findings(),
@@ -208,7 +209,7 @@ async fn the_watching_audit_follows_each_change_within_seconds() -> anyhow::Resu
     ensure_policy_report_crd(&client).await?;
     s.create_before_webhook(&bare_statefulset()).await?;
     accepts(s.patch("web", json!({}))).await?;
-    let mut audit = WatchingAudit::start(&s.namespace)?;
+    let mut audit = WatchingAudit::start(&s.namespace, OBJECT_ONLY_POLICIES)?;
     report_becomes(
         &client,
         &s.namespace,
@@ -243,4 +244,58 @@ async fn the_watching_audit_follows_each_change_within_seconds() -> anyhow::Resu
     )
     .await?;
     Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: see tests/README.md"]
+async fn a_service_created_after_the_statefulset_clears_the_watching_audit_s_finding()
+-> anyhow::Result<()> {
+    let s = Scenario::start_unregistered("audit-service", Policies::Enforce).await?;
+    let client = s.client();
+    ensure_policy_report_crd(&client).await?;
+    // `web` names serviceName `web`, which does not exist yet.
+    s.create_before_webhook(&bare_statefulset()).await?;
+    accepts(s.patch("web", json!({}))).await?;
+    let config = "policies:
+  - name: headless-service
+    module: builtin:headless-service
+    reads: [{apiVersion: v1, kind: Service}]
+";
+    let mut audit = WatchingAudit::start(&s.namespace, config)?;
+    report_becomes(
+        &client,
+        &s.namespace,
+        &mut audit,
+        &[("web", "headless-service", "warn")],
+        "a StatefulSet whose Service does not exist",
+    )
+    .await?;
+
+    // The Service arrives: the StatefulSet is evaluated again, without a change of its own.
+    stsguard_e2e::pods::create_service(&client, &s.namespace, headless_service("web", "web"))
+        .await?;
+    let started = std::time::Instant::now();
+    report_becomes(
+        &client,
+        &s.namespace,
+        &mut audit,
+        &[("web", "headless-service", "pass")],
+        "the StatefulSet once its headless Service exists",
+    )
+    .await?;
+    eprintln!(
+        "the finding cleared {:?} after the Service was created",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// A headless Service `name` selecting `app.kubernetes.io/name: app`.
+fn headless_service(name: &str, app: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"clusterIP": "None", "selector": {"app.kubernetes.io/name": app},
+                 "ports": [{"name": "http", "port": 8080}]},
+    })
 }

@@ -82,7 +82,13 @@ async fn golden_fixtures_are_what_the_api_server_sends() -> anyhow::Result<()> {
     ))
     .await?;
 
-    let captured = capture.take();
+    // Only the suite's own writes: the controllers (the StatefulSet controller,
+    // the garbage collector) write StatefulSets too.
+    let captured: Vec<_> = capture
+        .take()
+        .into_iter()
+        .filter(|request| request["options"]["fieldManager"] == "stsguard-e2e")
+        .collect();
     let scenarios = ["create", "update-scale", "update-image"];
     if captured.len() != scenarios.len() {
         bail!(
@@ -114,6 +120,39 @@ async fn golden_fixtures_are_what_the_api_server_sends() -> anyhow::Result<()> {
             ));
         }
     }
+    // podManagementPolicy cannot change after creation (the parallel policy never
+    // touches it on UPDATE): the API server refuses, listing what may change.
+    let refused = s
+        .patch(
+            "counter",
+            json!({"spec": {"podManagementPolicy": "Parallel"}}),
+        )
+        .send()
+        .await?;
+    let stsguard_e2e::Outcome::Denied(denial) = refused else {
+        bail!("the API server let podManagementPolicy change: {refused:?}");
+    };
+    let message = denial.message.replace(&s.namespace, FIXTURE_NAMESPACE);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "fixtures/k8s-1.{CAPTURED_MINOR}/immutable-field-error.txt"
+    ));
+    if bless {
+        std::fs::create_dir_all(path.parent().unwrap())?;
+        std::fs::write(&path, format!("{message}\n"))?;
+    } else {
+        let committed = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (BLESS=1 writes it)", path.display()))?;
+        if committed.trim_end() != message {
+            differences.push(format!(
+                "{}: the API server said\n{message}",
+                path.display()
+            ));
+        }
+    }
+    assert!(
+        message.contains("podManagementPolicy") || message.contains("Forbidden"),
+        "{message}"
+    );
     assert!(
         differences.is_empty(),
         "captured requests differ from the fixtures (BLESS=1 rewrites them):\n{}",

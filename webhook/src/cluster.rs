@@ -46,6 +46,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use stsguard_contract::cluster::{Objects, ReadError, ResourceKind, Selector};
+use tokio::sync::broadcast;
 
 use crate::engine::ClusterReader;
 
@@ -109,6 +110,15 @@ pub async fn connect(options: ClusterOptions) -> Option<Arc<Cluster>> {
     }
 }
 
+/// What changed in a cache, for whoever re-evaluates on it (the watching
+/// audit): objects of one namespace, or possibly anything (a cluster-scoped
+/// kind, a re-list, or changes missed by a slow reader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Namespace(String),
+    Everything,
+}
+
 /// Where a kind's cache is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
@@ -139,6 +149,7 @@ pub struct KindStatus {
 /// One kind's cache.
 struct KindCache {
     kind: ResourceKind,
+    changes: broadcast::Sender<Change>,
     /// `None` until the first list is complete.
     objects: RwLock<Option<Objects>>,
     state: Mutex<State>,
@@ -153,9 +164,10 @@ struct State {
 }
 
 impl KindCache {
-    fn new(kind: ResourceKind) -> Self {
+    fn new(kind: ResourceKind, changes: broadcast::Sender<Change>) -> Self {
         Self {
             kind,
+            changes,
             objects: RwLock::new(None),
             state: Mutex::new(State {
                 phase: Phase::Pending("its first list has not completed".into()),
@@ -170,10 +182,18 @@ impl KindCache {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn event(&self) {
+    /// A watch event about an object of `namespace` (empty: cluster-scoped).
+    fn event(&self, namespace: &str) {
         let mut state = self.state();
         state.last_event = Some(SystemTime::now());
         state.stale = None;
+        drop(state);
+        // Nobody listening (the server) is fine.
+        let _ = self.changes.send(if namespace.is_empty() {
+            Change::Everything
+        } else {
+            Change::Namespace(namespace.to_string())
+        });
     }
 
     fn synced(&self, objects: Objects) {
@@ -185,6 +205,7 @@ impl KindCache {
         state.last_event = Some(SystemTime::now());
         state.stale = None;
         drop(state);
+        let _ = self.changes.send(Change::Everything);
         if first {
             tracing::info!(kind = %self.kind, objects = count, "cluster cache synced");
         }
@@ -294,6 +315,7 @@ impl Failure {
 /// The caches of every watched kind.
 pub struct Cluster {
     client: Client,
+    changes: broadcast::Sender<Change>,
     kinds: RwLock<BTreeMap<ResourceKind, Arc<KindCache>>>,
     started: Instant,
     sync_timeout: Duration,
@@ -313,6 +335,7 @@ impl Cluster {
     pub fn new(client: Client, sync_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             client,
+            changes: broadcast::channel(1024).0,
             kinds: RwLock::default(),
             started: Instant::now(),
             sync_timeout,
@@ -335,7 +358,7 @@ impl Cluster {
             if watched.contains_key(kind) {
                 continue;
             }
-            let cache = Arc::new(KindCache::new(kind.clone()));
+            let cache = Arc::new(KindCache::new(kind.clone(), self.changes.clone()));
             watched.insert(kind.clone(), cache.clone());
             tokio::spawn(run(self.client.clone(), cache));
         }
@@ -355,6 +378,11 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// What changes in the caches from now on.
+    pub fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     /// How long readiness waits for a kind's first list.
@@ -491,6 +519,7 @@ async fn run(client: Client, cache: Arc<KindCache>) {
             }
             Ok(watcher::Event::Apply(object)) => {
                 let object = to_json(object);
+                let namespace = namespace_of(&object);
                 if let Some(objects) = cache
                     .objects
                     .write()
@@ -499,7 +528,7 @@ async fn run(client: Client, cache: Arc<KindCache>) {
                 {
                     objects.insert(object);
                 }
-                cache.event();
+                cache.event(&namespace);
             }
             Ok(watcher::Event::Delete(object)) => {
                 let object = to_json(object);
@@ -513,7 +542,7 @@ async fn run(client: Client, cache: Arc<KindCache>) {
                 ) {
                     objects.remove(&key);
                 }
-                cache.event();
+                cache.event(&namespace_of(&object));
             }
             Err(error) => cache.failed(match &error {
                 watcher::Error::InitialListFailed(e)
@@ -532,6 +561,13 @@ fn describe_resource(resource: &ApiResource) -> String {
     } else {
         format!("{}.{}", resource.plural, resource.group)
     }
+}
+
+fn namespace_of(object: &serde_json::Value) -> String {
+    object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn to_json(object: DynamicObject) -> serde_json::Value {

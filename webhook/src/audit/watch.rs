@@ -17,6 +17,12 @@
 //!  each dirty namespace's report, server-side applied (a failed write stays dirty)
 //! ```
 //!
+//! Policies that read the cluster make a StatefulSet's verdict depend on other
+//! objects too: when the cluster caches change (a Service created, a
+//! PodDisruptionBudget deleted), the StatefulSets of that namespace (all of
+//! them, for a cluster-scoped kind such as StorageClass) are listed again and
+//! re-evaluated at the next report interval.
+//!
 //! Only a changed verdict dirties a namespace (and logs, once per object and
 //! finding): a StatefulSet's status changes
 //! with every pod it starts, and re-evaluating it costs a few hundred
@@ -41,7 +47,9 @@ use super::list::{Scope, with_opt_out};
 use super::policy_report::{PolicyReport, ReportResult, Writer, results_of};
 use super::{Auditor, Evaluation, Target, log_finding};
 use crate::audit::policy_report::Timestamp;
+use crate::cluster::Change;
 use crate::errors::describe_error;
+use tokio::sync::broadcast;
 
 /// The results of every watched StatefulSet, by namespace and name.
 #[derive(Debug, Default)]
@@ -317,7 +325,7 @@ impl AuditMetrics {
 }
 
 /// How the continuous audit runs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WatchOptions {
     /// Which namespaces are watched.
     pub scope: Scope,
@@ -325,6 +333,35 @@ pub struct WatchOptions {
     pub report_interval: Duration,
     /// Only the StatefulSets this matches (never those that opted out).
     pub selector: Option<String>,
+    /// Changes of the cluster objects the policies read, when they read any.
+    pub context: Option<broadcast::Receiver<Change>>,
+}
+
+/// Namespaces whose StatefulSets must be evaluated again: the objects their
+/// policies read changed.
+#[derive(Debug, Default)]
+struct ContextDirty {
+    everything: bool,
+    namespaces: BTreeSet<String>,
+}
+
+impl ContextDirty {
+    fn add(&mut self, change: Result<Change, broadcast::error::RecvError>) {
+        match change {
+            Ok(Change::Namespace(namespace)) => {
+                self.namespaces.insert(namespace);
+            }
+            // Missed changes (a slow reader) may be anywhere.
+            Ok(Change::Everything) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.everything = true
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.everything && self.namespaces.is_empty()
+    }
 }
 
 /// Watches the StatefulSets of `scope` and keeps `state` (and, with a `writer`,
@@ -340,11 +377,14 @@ pub async fn watch(
 ) {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", "StatefulSet"));
     let api: Api<DynamicObject> = match &options.scope {
-        Scope::All => Api::all_with(client, &resource),
-        Scope::Namespace(namespace) => Api::namespaced_with(client, namespace, &resource),
+        Scope::All => Api::all_with(client.clone(), &resource),
+        Scope::Namespace(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
     };
-    let config = watcher::Config::default().labels(&with_opt_out(options.selector));
-    let mut events = watcher(api, config).default_backoff().boxed();
+    let labels = with_opt_out(options.selector);
+    let config = watcher::Config::default().labels(&labels);
+    let mut events = watcher(api.clone(), config).default_backoff().boxed();
+    let mut context = options.context;
+    let mut context_dirty = ContextDirty::default();
     let mut ticker = tokio::time::interval(options.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sync_started = Instant::now();
@@ -400,7 +440,19 @@ pub async fn watch(
                 }
                 metrics.record_counts(state);
             }
+            change = async { context.as_mut()?.recv().await.into() }, if context.is_some() => {
+                match change {
+                    None | Some(Err(broadcast::error::RecvError::Closed)) => context = None,
+                    Some(change) => context_dirty.add(change),
+                }
+            }
             _ = ticker.tick() => {
+                if state.is_synced() && !context_dirty.is_empty() {
+                    let dirty = std::mem::take(&mut context_dirty);
+                    if let Err(pending) = reevaluate(&client, &api, &resource, &labels, dirty, &auditor, metrics, state, &mut evaluated).await {
+                        context_dirty = pending;
+                    }
+                }
                 write_dirty(writer, metrics, state).await;
             }
         }
@@ -408,6 +460,88 @@ pub async fn watch(
             write_dirty(writer, metrics, state).await;
             return;
         }
+    }
+}
+
+/// Lists the StatefulSets of the namespaces whose cluster objects changed
+/// (every one in scope for a change anywhere) and evaluates them again; what
+/// could not be listed is handed back, to be tried at the next interval.
+#[allow(clippy::too_many_arguments)]
+async fn reevaluate(
+    client: &kube::Client,
+    in_scope: &Api<DynamicObject>,
+    resource: &ApiResource,
+    labels: &str,
+    dirty: ContextDirty,
+    auditor: &Auditor<'_>,
+    metrics: &AuditMetrics,
+    state: &mut WatchState,
+    evaluated: &mut usize,
+) -> Result<(), ContextDirty> {
+    let params = kube::api::ListParams::default().labels(labels);
+    let apis: Vec<(Option<String>, Api<DynamicObject>)> = if dirty.everything {
+        vec![(None, in_scope.clone())]
+    } else {
+        dirty
+            .namespaces
+            .iter()
+            .map(|namespace| {
+                let api = Api::namespaced_with(client.clone(), namespace, resource);
+                (Some(namespace.clone()), api)
+            })
+            .collect()
+    };
+    let mut failed = ContextDirty::default();
+    for (namespace, api) in apis {
+        match api.list(&params).await {
+            Ok(list) => {
+                for object in list.items {
+                    let namespace = object.metadata.namespace.clone().unwrap_or_default();
+                    // Outside the watched scope: not ours.
+                    if state
+                        .finding(
+                            &namespace,
+                            &object.metadata.name.clone().unwrap_or_default(),
+                        )
+                        .is_none()
+                    {
+                        continue;
+                    }
+                    *evaluated += 1;
+                    let item = serde_json::to_value(&object).expect("an object serializes");
+                    let evaluation = auditor.evaluate(Target::from_item(item), *evaluated);
+                    let target = &evaluation.target;
+                    if state.finding(&target.namespace, &target.name)
+                        != Some(evaluation.finding.label())
+                    {
+                        log_finding(&evaluation);
+                    }
+                    metrics
+                        .evaluations
+                        .get_or_create(&ResultLabels {
+                            result: evaluation.finding.label(),
+                        })
+                        .inc();
+                    state.apply(&evaluation);
+                }
+            }
+            Err(error) => {
+                metrics.watch_errors.inc();
+                tracing::warn!(error = %describe_error(&error), "could not list StatefulSets to evaluate them again after the cluster objects their policies read changed; trying again at the next interval");
+                match namespace {
+                    Some(namespace) => {
+                        failed.namespaces.insert(namespace);
+                    }
+                    None => failed.everything = true,
+                }
+            }
+        }
+    }
+    metrics.record_counts(state);
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed)
     }
 }
 
@@ -538,6 +672,7 @@ mod tests {
             scope: Scope::All,
             report_interval: Duration::from_millis(20),
             selector: None,
+            context: None,
         };
         let watching = watch(
             client,

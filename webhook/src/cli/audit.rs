@@ -222,6 +222,7 @@ fn start(args: AuditArgs) -> anyhow::Result<Verdict> {
                 scope,
                 report_interval,
                 selector,
+                context: (!policies.kinds_read().is_empty()).then(|| cluster.changes()),
             };
             watch::run(client, auditor, writer, options, metrics_listen).await?;
             return Ok(Verdict::Compliant);
