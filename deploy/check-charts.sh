@@ -349,15 +349,70 @@ def matches(selector, labels):
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-def check_audit_rbac(where, doc, docs, namespace):
-    """The audit's ClusterRole and binding: the only RBAC granted cluster-wide, exactly
-    listing (and for the watch, watching) StatefulSets and writing PolicyReports,
+def read_rules(configs):
+    """get, list, watch on exactly the kinds config.policies[].reads grants, as the
+    chart must render them (the kind's lowercase plural, as Kubernetes guesses it)."""
+    rules, seen = [], set()
+    for config in configs.values():
+        for policy in config.get("policies", []):
+            for grant in policy.get("reads", []) or []:
+                parts = grant["apiVersion"].split("/")
+                group = parts[0] if len(parts) == 2 else ""
+                kind = grant["kind"].lower()
+                if kind == "endpoints":
+                    plural = kind
+                elif kind.endswith("s"):
+                    plural = kind + "es"
+                elif kind.endswith("y"):
+                    plural = kind[:-1] + "ies"
+                else:
+                    plural = kind + "s"
+                if (group, plural) not in seen:
+                    seen.add((group, plural))
+                    rules.append({"apiGroups": [group], "resources": [plural], "verbs": ["get", "list", "watch"]})
+    return rules
+
+
+def is_cluster_reads(doc):
+    return doc["metadata"]["name"].endswith("-cluster-reads")
+
+
+def check_cluster_reads(where, doc, docs, configs):
+    """What the policies that read the cluster may read: exactly the granted kinds,
+    get/list/watch, bound to the webhook's own ServiceAccount (whose token is then
+    mounted); never Secrets unless a policy is granted them."""
+    if doc["kind"] == "ClusterRole":
+        wanted = read_rules(configs)
+        if doc.get("rules") != wanted or doc.get("aggregationRule"):
+            fail(where, f"rules must be exactly {wanted} (from config.policies[].reads), not {doc.get('rules')}")
+        granted_secrets = any(g["kind"] == "Secret" for c in configs.values() for p in c.get("policies", []) for g in p.get("reads", []) or [])
+        if not granted_secrets and any("secrets" in r.get("resources", []) for r in doc.get("rules", [])):
+            fail(where, "grants Secrets, which no policy is granted")
+        return
+    role = doc.get("roleRef", {})
+    if role.get("kind") != "ClusterRole" or not role.get("name", "").endswith("-cluster-reads"):
+        fail(where, f"binds {role}, not the cluster-reads ClusterRole")
+    webhook = webhook_deployment(docs)
+    account = webhook["spec"]["template"]["spec"].get("serviceAccountName")
+    for subject in doc.get("subjects", []):
+        if subject.get("kind") != "ServiceAccount" or subject.get("name") != account:
+            fail(where, f"subject {subject} is not the webhook's ServiceAccount {account}")
+    if webhook["spec"]["template"]["spec"].get("automountServiceAccountToken") is not True:
+        fail(where, "the webhook's pods must mount their token to watch what the policies read")
+
+
+def check_audit_rbac(where, doc, docs, namespace, configs):
+    """The audit's ClusterRole and binding: exactly listing (and for the watch,
+    watching) StatefulSets and writing PolicyReports, plus what the policies read,
     bound to the audit's own ServiceAccount (never the webhook's)."""
     if not is_audit(doc):
-        fail(where, "the charts grant nothing cluster-wide but the audit's ClusterRole")
+        if is_cluster_reads(doc):
+            check_cluster_reads(where, doc, docs, configs)
+        else:
+            fail(where, "the charts grant nothing cluster-wide but the audit's ClusterRole and the cluster reads")
         return
     if doc["kind"] == "ClusterRole":
-        wanted = audit_rules(audit_watching(docs))
+        wanted = audit_rules(audit_watching(docs)) + read_rules(configs)
         if doc.get("rules") != wanted or doc.get("aggregationRule"):
             fail(where, f"rules must be exactly {wanted}, not {doc.get('rules')}")
         return
@@ -548,7 +603,7 @@ for arg in sys.argv[1:]:
         elif doc["kind"] == "Role":
             check_role(where, doc, namespace)
         elif doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
-            check_audit_rbac(where, doc, docs, namespace)
+            check_audit_rbac(where, doc, docs, namespace, configs)
         elif doc["kind"] == "CronJob":
             check_audit_cronjob(where, doc, docs)
     # A helm test Pod or an audit pod must not look like a webhook pod to the Service,
@@ -619,9 +674,19 @@ echo "ResourceQuota: only with a system-* priorityClassName"
 
 step "the audit only when asked for, a watch unless a CronJob is asked for"
 if "$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe --kube-version "${KUBE_VERSIONS[1]}" \
-  | grep -Eq "^kind: (CronJob|ClusterRole|ClusterRoleBinding)$|^ *app.kubernetes.io/component: audit$"; then
-  die "the default values render audit objects or cluster-wide RBAC (audit.enabled defaults to false)"
+  | grep -Eq "^kind: CronJob$|^ *app.kubernetes.io/component: audit$"; then
+  die "the default values render audit objects (audit.enabled defaults to false)"
 fi
+# No policy that reads the cluster: no cluster-wide RBAC, no token mounted.
+object_only='config.policies=[{"name":"probes","module":"builtin:probes"}]'
+no_reads=$("$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe \
+  --kube-version "${KUBE_VERSIONS[1]}" --set-json "$object_only")
+if grep -Eq "^kind: (ClusterRole|ClusterRoleBinding)$" <<<"$no_reads"; then
+  die "cluster-wide RBAC although no policy reads the cluster"
+fi
+grep -q "automountServiceAccountToken: false" <<<"$no_reads" \
+  || die "the token is mounted although no policy reads the cluster"
+echo "cluster reads: RBAC and token only when a policy is granted reads"
 renders stsguard "    type: Recreate" --set audit.enabled=true
 renders stsguard "            - --watch" --set audit.enabled=true
 renders stsguard '            - "2s"' --set audit.enabled=true
@@ -807,6 +872,8 @@ reject stsguard "Additional property" --set registry.credentialSecret=regcred
 reject stsguard "image volumes need Kubernetes >= 1.31" --kube-version "${KUBE_VERSIONS[0]}" --set-json "$image_values"
 reject stsguard "replicaCount" --set replicaCount=0
 reject stsguard "must be at least drainDelaySeconds" --set drainDelaySeconds=30
+reject stsguard "kind" --set-json 'config.policies=[{"name":"a","module":"builtin:probes","reads":[{"apiVersion":"v1","kind":"*"}]}]'
+reject stsguard "Additional property" --set-json 'config.policies=[{"name":"a","module":"builtin:probes","reads":[{"apiVersion":"v1","kind":"Secret","verbs":["list"]}]}]'
 reject stsguard "test.namespace" --set test.namespace=Not_A_Namespace
 reject stsguard "the webhook never sees" --set test.namespace=probe
 reject stsguard "do not apply to pods in the node's network" --set hostNetwork=true --set networkPolicy.enabled=true

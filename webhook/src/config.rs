@@ -442,14 +442,20 @@ fn default_policies() -> Vec<PolicyConfig> {
     builtin_policies(builtin::names().filter(|name| builtin::reads(name).is_empty()))
 }
 
-/// Built-ins with default settings, each granted what it reads.
+/// Built-ins with default settings, each granted what it reads. Those that
+/// read the cluster only warn by default, so their failurePolicy is `ignore`: a
+/// kind that cannot be read (not synced, no RBAC) never blocks a write.
 fn builtin_policies<'a>(names: impl Iterator<Item = &'a str>) -> Vec<PolicyConfig> {
     names
         .map(|name| PolicyConfig {
             name: name.to_string(),
             module: ModuleSource::Builtin(name.to_string()),
             mode: Mode::default(),
-            failure_policy: FailurePolicy::default(),
+            failure_policy: if builtin::reads(name).is_empty() {
+                FailurePolicy::default()
+            } else {
+                FailurePolicy::Ignore
+            },
             timeout: default_policy_timeout(),
             memory_limit: default_memory_limit(),
             settings: empty_settings(),
@@ -592,6 +598,13 @@ mod tests {
             assert_eq!(
                 policy.reads,
                 builtin::reads(&policy.name),
+                "{}",
+                policy.name
+            );
+            let ignore = !policy.reads.is_empty();
+            assert_eq!(
+                policy.failure_policy == FailurePolicy::Ignore,
+                ignore,
                 "{}",
                 policy.name
             );

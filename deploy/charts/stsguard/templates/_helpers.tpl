@@ -367,3 +367,38 @@ creates in every cluster. It must be one the webhook sees, or the test could not
 {{- $picked | required "the webhook sees neither default nor kube-public (webhook.excludeNamespaces), so helm test has nowhere to dry-run: set test.namespace to a namespace it covers" -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The RBAC rules for the kinds the configured policies are granted
+(config.policies[].reads), as JSON: get, list and watch on each, cluster-wide (the
+server's caches watch every namespace). The resource is the kind's lowercase
+plural as Kubernetes guesses it (Service -> services, StorageClass ->
+storageclasses, NetworkPolicy -> networkpolicies); a custom resource with another
+plural adds its rule in `clusterReadsExtraRules`.
+*/}}
+{{- define "stsguard.readRules" -}}
+{{- $rules := list -}}
+{{- $seen := list -}}
+{{- range .Values.config.policies }}
+{{- range .reads }}
+{{- $parts := splitList "/" .apiVersion -}}
+{{- $group := "" -}}
+{{- if eq (len $parts) 2 }}{{ $group = first $parts }}{{ end -}}
+{{- $kind := lower .kind -}}
+{{- $plural := printf "%ss" $kind -}}
+{{- if eq $kind "endpoints" }}{{ $plural = $kind }}
+{{- else if hasSuffix "s" $kind }}{{ $plural = printf "%ses" $kind }}
+{{- else if hasSuffix "y" $kind }}{{ $plural = printf "%sies" (trimSuffix "y" $kind) }}
+{{- end -}}
+{{- $key := printf "%s/%s" $group $plural -}}
+{{- if not (has $key $seen) -}}
+{{- $seen = append $seen $key -}}
+{{- $rules = append $rules (dict "apiGroups" (list $group) "resources" (list $plural) "verbs" (list "get" "list" "watch")) -}}
+{{- end -}}
+{{- end }}
+{{- end }}
+{{- range .Values.clusterReadsExtraRules }}
+{{- $rules = append $rules . -}}
+{{- end }}
+{{- toJson $rules -}}
+{{- end -}}
