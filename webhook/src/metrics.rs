@@ -14,6 +14,10 @@
 //! | `stsguard_policy_circuit_state` | `policy` | 0 closed, 1 half-open, 2 open: the policy is not run and its failurePolicy decides |
 //! | `stsguard_policies_loaded` | | policies in the set being served |
 //! | `stsguard_build_info` | `version`, `wasmtime`, `wit` | always 1: what is running |
+//! | `stsguard_cluster_objects`, `stsguard_cluster_bytes` | `kind` | what each cache of a kind the policies read holds ([`crate::cluster`]) |
+//! | `stsguard_cluster_synced` | `kind` | 1 once the kind's first list completed |
+//! | `stsguard_cluster_watch_errors_total` | `kind` | failed discoveries, lists and watches (each retried) |
+//! | `stsguard_cluster_last_event_timestamp_seconds`, `..._age_seconds` | `kind` | when the kind's last event arrived: how stale the cache may be |
 //!
 //! Every label has few values: no namespaces, object names or users (a metric per
 //! object would grow without bound). Latency buckets reach 30 s, the longest
