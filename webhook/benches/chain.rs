@@ -13,7 +13,16 @@
 //! - `audit/object`: one stored StatefulSet audited (stripped to what a CREATE
 //!   carries, decided by the default chain, classified);
 //! - `audit/list-page-500`: decoding one page of a list of 500 such objects, the
-//!   host's share of reading them from the API server.
+//!   host's share of reading them from the API server;
+//! - `review/full-chain-with-cluster-reads`: `review/full-chain` with the three
+//!   built-ins that read the cluster after it (six policies), their reads answered
+//!   from a cache holding the lab's Service, a default StorageClass and a
+//!   PodDisruptionBudget among 10,000 Services;
+//! - `cluster/get-of-10000` and `cluster/list-namespace-of-10000`: the host's side
+//!   of one read from a cache of 10,000 Services (lookup, and the JSON text handed
+//!   to the policy), what a policy's `get-object` costs besides the guest;
+//! - `cluster/cache-10000-services`: filling a cache with 10,000 Services as a
+//!   list brings them (strip, serialize, index).
 //!
 //! Run: `cargo bench -p stsguard-webhook --bench chain`.
 
@@ -21,7 +30,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use std::sync::Arc;
+
+use stsguard_contract::cluster::{Objects, ResourceKind, Selector};
 use stsguard_webhook::chain::{PolicySet, Selection};
+use stsguard_webhook::cluster::Offline;
+use stsguard_webhook::engine::ClusterReader;
+use stsguard_webhook::registry::Pulled;
 use stsguard_webhook::config::Config;
 use stsguard_webhook::engine::{Engine, EngineOptions};
 use stsguard_webhook::review::parse as parse_review;
@@ -168,6 +183,104 @@ fn benchmarks(c: &mut Criterion) {
 
     c.bench_function("host/parse-review", |b| {
         b.iter(|| parse_review(black_box(review)).unwrap())
+    });
+
+    cluster_reads(c, &engine, review);
+}
+
+/// A Service as the API server stores it, `n` of 10,000, in one of 100 namespaces.
+fn service(n: usize) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {
+            "name": format!("service-{n}"), "namespace": format!("team-{}", n % 100),
+            "uid": "0b6c6e0e-3f0a-4c5e-8a59-5d1c2b7e9f10", "resourceVersion": "123456",
+            "creationTimestamp": "2026-12-01T10:00:00Z",
+            "labels": {"app.kubernetes.io/name": format!("app-{n}"), "tier": "backend"},
+            "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:spec": {}}}],
+        },
+        "spec": {
+            "clusterIP": "10.96.12.34", "clusterIPs": ["10.96.12.34"], "type": "ClusterIP",
+            "selector": {"app.kubernetes.io/name": format!("app-{n}")},
+            "ports": [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}],
+            "sessionAffinity": "None", "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+            "internalTrafficPolicy": "Cluster",
+        },
+        "status": {"loadBalancer": {}},
+    })
+}
+
+fn cluster_reads(c: &mut Criterion, engine: &Engine, review: &[u8]) {
+    let mut objects: Vec<serde_json::Value> = (0..10_000).map(service).collect();
+    objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "counter", "namespace": "lab"},
+        "spec": {"clusterIP": "None", "selector": {"app": "counter"}}}));
+    objects.push(serde_json::json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "standard",
+                     "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "example.com/disk"}));
+    objects.push(serde_json::json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "counter", "namespace": "lab"},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "counter"}}}}));
+    let reader: Arc<dyn ClusterReader> = Offline::from_objects(objects.clone())
+        .expect("objects place")
+        .reader();
+
+    let config = Config::default().with_cluster_builtins();
+    let policies = PolicySet::load_pulled(engine, &config, &Pulled::default(), Some(&reader))
+        .expect("the built-ins load");
+    let deadline = || Instant::now() + Duration::from_secs(10);
+    let mut request = parse_review(review).unwrap();
+    let outcome = policies.evaluate(&mut request, Selection::All, deadline());
+    let cluster_warnings: Vec<&String> = outcome
+        .warnings
+        .iter()
+        .filter(|w| {
+            ["headless-service", "storage-class", "disruption-budget"]
+                .iter()
+                .any(|p| w.starts_with(&format!("stsguard/{p}:")))
+        })
+        .collect();
+    // Sanity: with their objects there, the three find nothing and fail nothing.
+    assert!(cluster_warnings.is_empty(), "{cluster_warnings:?}");
+    assert_eq!(outcome.runs.len(), 6);
+    c.bench_function("review/full-chain-with-cluster-reads", |b| {
+        b.iter(|| {
+            let mut request = parse_review(black_box(review)).unwrap();
+            let response =
+                admission::decide(&mut request, &policies, Selection::All, deadline()).response;
+            black_box(serde_json::to_vec(&response).unwrap())
+        })
+    });
+
+    let kind = ResourceKind::new("v1", "Service");
+    c.bench_function("cluster/get-of-10000", |b| {
+        b.iter(|| {
+            let found = reader
+                .get(&kind, Some(black_box("team-42")), black_box("service-4242"))
+                .unwrap()
+                .expect("there");
+            // What the host hands the guest: its own copy of the text.
+            black_box(found.to_string())
+        })
+    });
+    let all = Selector::default();
+    c.bench_function("cluster/list-namespace-of-10000", |b| {
+        b.iter(|| black_box(reader.list(&kind, Some("team-42"), &all, usize::MAX).unwrap()))
+    });
+    let services: Vec<serde_json::Value> = (0..10_000).map(service).collect();
+    c.bench_function("cluster/cache-10000-services", |b| {
+        b.iter_batched(
+            || services.clone(),
+            |services| {
+                let mut cache = Objects::new(kind.clone(), true);
+                for service in services {
+                    cache.insert(service);
+                }
+                black_box(cache.bytes())
+            },
+            BatchSize::LargeInput,
+        )
     });
 }
 
