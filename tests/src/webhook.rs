@@ -76,6 +76,17 @@ impl LocalWebhook {
     /// Starts `bin serve` on `host` with the configuration `config` (YAML) and waits
     /// until `/readyz` answers 200 over HTTPS.
     pub async fn start(bin: &Path, host: IpAddr, config: &str) -> anyhow::Result<Self> {
+        Self::start_with_env(bin, host, config, &[]).await
+    }
+
+    /// [`LocalWebhook::start`] with more environment variables (`KUBECONFIG` of
+    /// another identity or cluster).
+    pub async fn start_with_env(
+        bin: &Path,
+        host: IpAddr,
+        config: &str,
+        env: &[(&str, &Path)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("stsguard-e2e-").tempdir()?;
         let certs = certificates(host)?;
         let cert = write(dir.path().join("tls.crt"), &certs.cert_pem)?;
@@ -109,6 +120,7 @@ impl LocalWebhook {
                 "STSGUARD_LOG",
                 std::env::var("STSGUARD_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -125,13 +137,40 @@ impl LocalWebhook {
         Ok(webhook)
     }
 
-    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let client = reqwest::Client::builder()
+    /// An HTTPS client trusting the webhook's CA.
+    fn client(&self) -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
             .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes())?)
-            .timeout(Duration::from_secs(2))
-            .build()?;
+            .timeout(Duration::from_secs(5))
+            .build()?)
+    }
+
+    /// `GET path`: the status and the body.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let response = self
+            .client()?
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    /// `POST /mutate` of an AdmissionReview: its `response`.
+    pub async fn review(&self, review: &Value) -> anyhow::Result<Value> {
+        let response = self
+            .client()?
+            .post(format!("{}/mutate", self.base_url))
+            .json(review)
+            .send()
+            .await?;
+        let body: Value = response.json().await?;
+        Ok(body["response"].clone())
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let client = self.client()?;
         let url = format!("{}/readyz", self.base_url);
         let deadline = Instant::now() + timeout;
         loop {

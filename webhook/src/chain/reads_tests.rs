@@ -27,6 +27,7 @@ fn reader_config(settings: Value, extra: &str) -> String {
       - {{apiVersion: storage.k8s.io/v1, kind: StorageClass}}
       - {{apiVersion: policy/v1, kind: PodDisruptionBudget}}
       - {{apiVersion: v1, kind: ConfigMap}}
+      - {{apiVersion: e2e.stsguard.io/v1, kind: Widget}}
     settings: {settings}
 {extra}",
         module = crate::testing::reader_policy().display(),
@@ -255,7 +256,7 @@ fn a_policy_is_loaded_only_with_every_kind_it_reads_granted() {
         error.contains(
             "`reads: [{apiVersion: v1, kind: Service}, {apiVersion: storage.k8s.io/v1, kind: \
              StorageClass}, {apiVersion: policy/v1, kind: PodDisruptionBudget}, {apiVersion: v1, \
-             kind: ConfigMap}]`"
+             kind: ConfigMap}, {apiVersion: e2e.stsguard.io/v1, kind: Widget}]`"
         ),
         "the line to add: {error}"
     );

@@ -13,8 +13,10 @@
 //!   configured failurePolicy decides; `"report": true` warns it instead
 //!   (`refused <reason>: <message>`).
 //!
-//! It declares Services, StorageClasses, PodDisruptionBudgets and ConfigMaps;
-//! anything else (a Secret) is a read of an undeclared kind.
+//! It declares Services, StorageClasses, PodDisruptionBudgets, ConfigMaps and
+//! `e2e.stsguard.io/v1` Widgets (a custom resource no cluster has: what a CRD
+//! that is not installed looks like); anything else (a Secret) is a read of an
+//! undeclared kind.
 
 use serde::Deserialize;
 use stsguard_policy::cluster::{self, Kind, ReadError, ResourceKind};
@@ -61,6 +63,10 @@ impl Policy for Reader {
         Kind::of::<StorageClass>(),
         Kind::of::<PodDisruptionBudget>(),
         Kind::of::<ConfigMap>(),
+        Kind {
+            api_version: "e2e.stsguard.io/v1",
+            kind: "Widget",
+        },
     ];
     type Object = StatefulSet;
     type Settings = Settings;
