@@ -35,10 +35,10 @@ use std::sync::Arc;
 use stsguard_contract::cluster::{Objects, ResourceKind, Selector};
 use stsguard_webhook::chain::{PolicySet, Selection};
 use stsguard_webhook::cluster::Offline;
-use stsguard_webhook::engine::ClusterReader;
-use stsguard_webhook::registry::Pulled;
 use stsguard_webhook::config::Config;
+use stsguard_webhook::engine::ClusterReader;
 use stsguard_webhook::engine::{Engine, EngineOptions};
+use stsguard_webhook::registry::Pulled;
 use stsguard_webhook::review::parse as parse_review;
 use stsguard_webhook::testing;
 use stsguard_webhook::{admission, audit};
@@ -215,13 +215,17 @@ fn cluster_reads(c: &mut Criterion, engine: &Engine, review: &[u8]) {
     objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "counter", "namespace": "lab"},
         "spec": {"clusterIP": "None", "selector": {"app": "counter"}}}));
-    objects.push(serde_json::json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+    objects.push(
+        serde_json::json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
         "metadata": {"name": "standard",
                      "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-        "provisioner": "example.com/disk"}));
-    objects.push(serde_json::json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "provisioner": "example.com/disk"}),
+    );
+    objects.push(
+        serde_json::json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
         "metadata": {"name": "counter", "namespace": "lab"},
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "counter"}}}}));
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "counter"}}}}),
+    );
     let reader: Arc<dyn ClusterReader> = Offline::from_objects(objects.clone())
         .expect("objects place")
         .reader();
@@ -266,7 +270,13 @@ fn cluster_reads(c: &mut Criterion, engine: &Engine, review: &[u8]) {
     });
     let all = Selector::default();
     c.bench_function("cluster/list-namespace-of-10000", |b| {
-        b.iter(|| black_box(reader.list(&kind, Some("team-42"), &all, usize::MAX).unwrap()))
+        b.iter(|| {
+            black_box(
+                reader
+                    .list(&kind, Some("team-42"), &all, usize::MAX)
+                    .unwrap(),
+            )
+        })
     });
     let services: Vec<serde_json::Value> = (0..10_000).map(service).collect();
     c.bench_function("cluster/cache-10000-services", |b| {
