@@ -20,6 +20,10 @@ const policy = new Policy({
   mutating: true,
   // The host calls evaluate only for these kinds.
   targets: [{ group: "apps", version: "v1", kind: "StatefulSet" }],
+  // The kinds of cluster objects evaluate reads with getObject() and
+  // listObjects(), e.g. [{ apiVersion: "v1", kind: "Service" }], each granted in
+  // the policy's entry in stsguard.yaml (see README.md). This one reads none.
+  reads: [],
   settingsSchema,
   settings: {
     // `settings:` in the stsguard configuration. A missing key takes its

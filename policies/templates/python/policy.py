@@ -62,6 +62,10 @@ policy = Policy(
     mutating=True,
     # (group, version, kind): the host calls evaluate only for these.
     targets=[("apps", "v1", "StatefulSet")],
+    # The kinds of cluster objects evaluate reads with get_object() and
+    # list_objects(), e.g. [Kind("v1", "Service")], each granted in the
+    # policy's entry in stsguard.yaml (see README.md). This one reads none.
+    reads=[],
     settings=Settings,
     # Read at build time: the running component has no file system.
     settings_schema=read_file("settings.schema.json"),

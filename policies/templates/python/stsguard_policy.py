@@ -1,6 +1,6 @@
 """A small helper for writing stsguard policies in Python.
 
-It turns the three WIT exports of `stsguard:policy/policy@0.2.0` into a
+It turns the three WIT exports of `stsguard:policy/policy@0.3.0` into a
 `Policy` object that works with plain Python values:
 
 - settings are a dataclass: JSON keys in camelCase map to snake_case fields,
@@ -13,27 +13,36 @@ It turns the three WIT exports of `stsguard:policy/policy@0.2.0` into a
 - ANY exception raised by your code becomes the WIT `result` error, with its
   type, message and where it was raised: the host then applies the policy's
   `failurePolicy`. Without this wrapper componentize-py traps the instance
-  (`wasm unreachable`) and the reason is lost.
+  (`wasm unreachable`) and the reason is lost;
+- `get_object()` and `list_objects()` read cluster objects of the kinds the
+  policy declares in `reads` (the WIT import `cluster`), as dicts; a read
+  with no answer raises `ReadError`.
 
 The same module runs natively (`python3 -m unittest`): the host's log then
-goes to stderr. Keep this file as it is; your policy lives in `policy.py`.
+goes to stderr, and reads are answered by the fake cluster a test installs
+(`with fake_cluster([...]):`). Keep this file as it is; your policy lives in
+`policy.py`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import re
 import sys
 import traceback
 import types
 import typing
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Union
 
 try:  # inside the component: the bindings componentize-py generates
     from componentize_py_types import Err as _Err
+    from wit_world.imports import cluster as _cluster
     from wit_world.imports import host as _host
     from wit_world.imports import types as _wit
 except ImportError:  # natively, for unit tests
+    _cluster = None
     _host = None
     _wit = None
 
@@ -45,11 +54,16 @@ except ImportError:  # natively, for unit tests
 
 __all__ = [
     "Error",
+    "Kind",
     "Policy",
+    "ReadError",
     "Request",
     "SettingsError",
     "Verdict",
+    "fake_cluster",
     "get",
+    "get_object",
+    "list_objects",
     "log",
     "pointer",
     "read_file",
@@ -395,6 +409,461 @@ def _parse_settings(cls: Optional[type], text: str) -> Any:
 
 
 # --------------------------------------------------------------------------
+# Reading the cluster
+
+
+class Kind(NamedTuple):
+    """A kind of cluster object, as a manifest names it: `Kind("v1", "Service")`,
+    `Kind("policy/v1", "PodDisruptionBudget")`, `Kind("storage.k8s.io/v1",
+    "StorageClass")`. One kind by name, no wildcards. A plain `("v1",
+    "Service")` tuple is the same kind."""
+
+    api_version: str
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.api_version} {self.kind}"
+
+    @property
+    def group(self) -> str:
+        """The API group: "" for the core group (`v1`)."""
+        return self.api_version.rpartition("/")[0]
+
+
+class ReadError(Error):
+    """A cluster read with no answer. `reason` says why, `message` (and
+    `str()`) is the host's explanation:
+
+    - `not_granted`: the kind is not in the policy's `reads`;
+    - `not_synced`: the host does not know the kind's objects (its cache has
+      not finished its first list, RBAC, the kind is not installed, no
+      cluster; natively: no fake cluster installed);
+    - `too_large`: a list past a quarter of the policy's memoryLimit in JSON:
+      narrow it by namespace or label selector;
+    - `invalid`: a bad label selector, a namespace for a cluster-scoped kind,
+      none for `get_object` of a namespaced one.
+
+    Not found is no error: `get_object` returns None, `list_objects` [].
+    Uncaught, it fails the evaluation with its message (the host then applies
+    the policy's failurePolicy), like any `Error`.
+    """
+
+    REASONS = ("not_granted", "not_synced", "too_large", "invalid")
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+KindLike = Union[Kind, "tuple[str, str]"]
+
+
+def get_object(kind: KindLike, namespace: Optional[str], name: str) -> Optional[dict]:
+    """`get_object(SERVICE, request.namespace, "web")`: one object as a dict,
+    or None when there is none. `namespace` is None for cluster-scoped kinds
+    (`get_object(STORAGE_CLASS, None, "fast")`) and required for namespaced
+    ones. The kind must be in the policy's `reads`; raises `ReadError`."""
+    kind = _kind(kind)
+    if _cluster is None:
+        text = _native(kind).get(kind, namespace, name)
+    else:
+        try:
+            text = _cluster.get_object(
+                _wit.ResourceKind(kind.api_version, kind.kind), namespace, name
+            )
+        except _Err as e:
+            raise _read_error(e.value) from None
+    return None if text is None else json.loads(text)
+
+
+def list_objects(kind: KindLike, namespace: Optional[str] = None, selector: str = "") -> list:
+    """`list_objects(PDB, request.namespace, "app=web")`: the objects of a kind
+    in one namespace (None: every namespace, and cluster-scoped kinds) that
+    the label selector selects (kubectl's syntax, `app=web,tier in
+    (a,b),!canary`; "" selects all), as dicts sorted by namespace, then name.
+    The kind must be in the policy's `reads`; raises `ReadError`."""
+    kind = _kind(kind)
+    if _cluster is None:
+        parsed = _Selector.parse(selector)
+        text = _native(kind).list(kind, namespace, parsed)
+    else:
+        try:
+            text = _cluster.list_objects(
+                _wit.ResourceKind(kind.api_version, kind.kind), namespace, selector
+            )
+        except _Err as e:
+            raise _read_error(e.value) from None
+    return json.loads(text)
+
+
+@contextlib.contextmanager
+def fake_cluster(objects: Iterable[dict] = (), *, memory_limit: int = 64 << 20) -> Iterator[None]:
+    """For native tests: reads inside the `with` block are answered from
+    `objects` (dicts with apiVersion, kind and metadata.name; a `List`'s items
+    count one by one) by the host's rules, and nothing else (every kind is
+    known; a kind without objects lists empty):
+
+        with fake_cluster([{"apiVersion": "v1", "kind": "Service",
+                            "metadata": {"name": "web", "namespace": "default"}}]):
+            verdict = policy.check(request, settings)
+
+    A read by a policy's `evaluate` of a kind outside its `reads` raises
+    ReadError not_granted; a namespaced object without a namespace is in
+    `default`; `metadata.managedFields` and the last-applied annotation are
+    dropped; a list may hand over a quarter of `memory_limit` (the host's
+    default memoryLimit, 64Mi) in JSON. Inside the component this has no effect:
+    the host answers."""
+    global _fake
+    previous, _fake = _fake, _FakeCluster(objects, memory_limit)
+    try:
+        yield
+    finally:
+        _fake = previous
+
+
+_REASONS = {
+    "NotGranted": "not_granted",
+    "NotSynced": "not_synced",
+    "TooLarge": "too_large",
+    "Invalid": "invalid",
+}
+
+
+def _read_error(value: Any) -> ReadError:
+    # componentize-py raises Err(ReadError_NotGranted("...")) and so on.
+    reason = _REASONS.get(type(value).__name__.rpartition("_")[2], "invalid")
+    return ReadError(reason, str(getattr(value, "value", value)))
+
+
+def _kind(kind: Any) -> Kind:
+    if isinstance(kind, tuple) and len(kind) == 2 and all(isinstance(k, str) for k in kind):
+        return Kind(*kind)
+    raise TypeError(f'a kind is Kind(api_version, kind), e.g. Kind("v1", "Service"), not {kind!r}')
+
+
+def _kind_problem(kind: Kind) -> Optional[str]:
+    """What makes `kind` name no one kind (the host's rule), or None."""
+
+    def named(text: str) -> bool:
+        return bool(text) and all(c.isascii() and (c.isalnum() or c in "./-") for c in text)
+
+    api_version, name = kind
+    if not named(api_version) or api_version.count("/") > 1:
+        return (
+            f"`{api_version}` is not an apiVersion (expected e.g. `v1`, `policy/v1`, "
+            "`storage.k8s.io/v1`)"
+        )
+    if not named(name) or "/" in name:
+        return f"`{name}` is not a kind (expected one kind by name, e.g. `Service`: no wildcards)"
+    if not api_version.rpartition("/")[2] or kind.group.endswith("."):
+        return f"`{api_version}` is not an apiVersion"
+    return None
+
+
+# The kinds Kubernetes itself defines outside namespaces, by (group, kind):
+# what the offline context and the fake take as cluster-scoped (any other kind
+# is namespaced).
+_CLUSTER_SCOPED = {
+    ("", "Namespace"), ("", "Node"), ("", "PersistentVolume"), ("", "ComponentStatus"),
+    ("storage.k8s.io", "StorageClass"), ("storage.k8s.io", "CSIDriver"),
+    ("storage.k8s.io", "CSINode"), ("storage.k8s.io", "VolumeAttachment"),
+    ("storage.k8s.io", "VolumeAttributesClass"), ("scheduling.k8s.io", "PriorityClass"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io", "APIService"),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+    ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io", "MutatingAdmissionPolicyBinding"),
+    ("node.k8s.io", "RuntimeClass"), ("networking.k8s.io", "IngressClass"),
+    ("networking.k8s.io", "IPAddress"), ("networking.k8s.io", "ServiceCIDR"),
+    ("certificates.k8s.io", "CertificateSigningRequest"),
+    ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+    ("resource.k8s.io", "DeviceClass"), ("resource.k8s.io", "ResourceSlice"),
+}
+
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+# The fake cluster a test installs (`fake_cluster`), and the kinds the policy
+# being evaluated declares (None outside an evaluation: a helper a test calls
+# directly may read any kind).
+_fake: Optional["_FakeCluster"] = None
+_declared: Optional[list] = None
+
+
+def _native(kind: Kind) -> "_FakeCluster":
+    if _fake is None:
+        raise ReadError(
+            "not_synced",
+            f"{kind} cannot be read: natively, reads are answered only by a fake cluster; "
+            "install one in the test: `with fake_cluster([...objects...]):`",
+        )
+    if _declared is not None and kind not in _declared:
+        declares = ", ".join(str(k) for k in _declared) or "none"
+        raise ReadError(
+            "not_granted",
+            f"the policy read {kind}, which its metadata does not declare in `reads` (it "
+            f"declares: {declares}); declare it, and the operator grants it in the policy's "
+            "`reads`",
+        )
+    return _fake
+
+
+class _FakeCluster:
+    """Objects by kind, then (namespace, name), each kept as the JSON text a
+    read returns; cluster-scoped objects have namespace ""."""
+
+    def __init__(self, objects: Iterable[dict], memory_limit: int):
+        self.max_list_bytes = memory_limit // 4
+        self.kinds: dict = {}
+        for obj in objects:
+            if isinstance(obj, dict) and obj.get("kind") == "List":  # `kubectl get -o yaml`
+                items = obj.get("items")
+                for item in items if isinstance(items, list) else []:
+                    self.add(item)
+            else:
+                self.add(obj)
+
+    def add(self, obj: dict) -> None:
+        if not isinstance(obj, dict):
+            raise TypeError(f"fake_cluster: an object is a dict, not {type(obj).__name__}")
+        obj = json.loads(_dumps(obj))  # a copy, as JSON has it
+        string = lambda v: v if isinstance(v, str) else ""  # noqa: E731
+        kind = Kind(string(obj.get("apiVersion")), string(obj.get("kind")))
+        problem = _kind_problem(kind)
+        if problem:
+            raise ValueError(f"fake_cluster: an object needs apiVersion and kind: {problem}")
+        metadata = obj.get("metadata")
+        name = string(metadata.get("name")) if isinstance(metadata, dict) else ""
+        if not name:
+            raise ValueError(f"fake_cluster: a {kind} without metadata.name")
+        namespace = string(metadata.get("namespace"))
+        if (kind.group, kind.kind) in _CLUSTER_SCOPED:
+            if namespace:
+                raise ValueError(
+                    f"fake_cluster: {kind} {name} has namespace `{namespace}`, but {kind} is "
+                    "cluster-scoped"
+                )
+            metadata.pop("namespace", None)
+        elif not namespace:
+            # Where `kubectl apply` would put it.
+            namespace = metadata["namespace"] = "default"
+        metadata.pop("managedFields", None)
+        annotations = metadata.get("annotations")
+        if isinstance(annotations, dict):
+            annotations.pop(_LAST_APPLIED, None)
+            if not annotations:
+                del metadata["annotations"]
+        labels = metadata.get("labels")
+        labels = labels if isinstance(labels, dict) else {}
+        labels = {k: v for k, v in labels.items() if isinstance(v, str)}
+        self.kinds.setdefault(kind, {})[(namespace, name)] = (labels, _dumps(obj))
+
+    def _namespaced(self, kind: Kind, namespace: Optional[str]) -> bool:
+        """Checks the namespace of a read against the kind's scope."""
+        namespaced = (kind.group, kind.kind) not in _CLUSTER_SCOPED
+        if not namespaced and namespace is not None:
+            raise ReadError(
+                "invalid",
+                f"{kind} is cluster-scoped: read it without a namespace (not `{namespace}`)",
+            )
+        if namespaced and namespace == "":
+            raise ReadError(
+                "invalid",
+                f"{kind} is namespaced: give a namespace, or none to list every namespace",
+            )
+        return namespaced
+
+    def get(self, kind: Kind, namespace: Optional[str], name: str) -> Optional[str]:
+        if self._namespaced(kind, namespace) and namespace is None:
+            raise ReadError(
+                "invalid", f"{kind} is namespaced: `get` needs the namespace of `{name}`"
+            )
+        found = self.kinds.get(kind, {}).get((namespace or "", name))
+        return found[1] if found else None
+
+    def list(self, kind: Kind, namespace: Optional[str], selector: "_Selector") -> str:
+        self._namespaced(kind, namespace)
+        selected = [
+            json_text
+            for (ns, _), (labels, json_text) in sorted(self.kinds.get(kind, {}).items())
+            if (namespace is None or ns == namespace) and selector.matches(labels)
+        ]
+        size = sum(len(t.encode()) for t in selected) + max(len(selected) - 1, 0) + 2
+        if size > self.max_list_bytes:
+            scope = "every namespace" if namespace is None else f"namespace {namespace}"
+            labelled = f" with labels `{selector}`" if selector.requirements else ""
+            raise ReadError(
+                "too_large",
+                f"listing {kind} in {scope}{labelled} gives {len(selected)} objects, {size} bytes "
+                f"of JSON, more than the {self.max_list_bytes} bytes a read may hand this policy "
+                "(a quarter of its memoryLimit); narrow the list by namespace or label selector, "
+                "or raise memoryLimit",
+            )
+        return "[" + ",".join(selected) + "]"
+
+
+class _Selector:
+    """A label selector in kubectl's syntax, as the host parses and matches it
+    (k8s.io/apimachinery `pkg/labels`): `app=web`, `app==web`, `app!=web`,
+    `tier in (a,b)`, `tier notin (a,b)`, `canary`, `!canary`, `n>1`, `n<9`,
+    joined by commas, all of which must hold. `!=` and `notin` also select
+    objects without the label."""
+
+    _EXAMPLE = "(expected e.g. `app=web,tier in (a,b),!canary`)"
+
+    def __init__(self, requirements: list):
+        # (operator, key, values): operator in exists, !, in, notin, >, <.
+        self.requirements = requirements
+
+    @classmethod
+    def parse(cls, text: str) -> "_Selector":
+        try:
+            return cls(cls._parse(text))
+        except ValueError as e:
+            raise ReadError("invalid", str(e)) from None
+
+    @classmethod
+    def _parse(cls, text: str) -> list:
+        if not isinstance(text, str):
+            raise ValueError(f"a label selector is a string, not {text!r}")
+        parts, depth, start = [], 0, 0
+        for i, c in enumerate(text):
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                if depth == 0:
+                    raise ValueError(f"label selector `{text}` has a `)` without `(`")
+                depth -= 1
+            elif c == "," and depth == 0:
+                parts.append(text[start:i])
+                start = i + 1
+        if depth:
+            raise ValueError(f"label selector `{text}` has a `(` without `)`")
+        parts.append(text[start:])
+        requirements = []
+        for part in (p.strip() for p in parts):
+            if not part:
+                if not text.strip():
+                    continue
+                raise ValueError(
+                    f"label selector `{text}` has an empty requirement (two commas, or one at "
+                    "the end)"
+                )
+            try:
+                requirements.append(cls._requirement(part))
+            except ValueError as e:
+                raise ValueError(f"label selector `{text}`: {e} {cls._EXAMPLE}") from None
+        return requirements
+
+    @classmethod
+    def _requirement(cls, part: str) -> tuple:
+        if part.startswith("!"):
+            return ("!", _label_key(part[1:].strip()), ())
+        for operator, name in (("==", "in"), ("!=", "notin"), ("=", "in"), (">", ">"), ("<", "<")):
+            if operator in part:
+                key, _, value = part.partition(operator)
+                key, value = _label_key(key.strip()), value.strip()
+                if name in (">", "<"):
+                    return (name, key, (_label_integer(value),))
+                return (name, key, (_label_value(value),))
+        # `key`, `key in (a,b)`, `key notin (a,b)`
+        words = part.split(None, 1)
+        key = _label_key(words[0])
+        if len(words) == 1:
+            return ("exists", key, ())
+        rest = words[1].strip()
+        space = next((i for i, c in enumerate(rest) if c.isspace()), None)
+        if space is not None:
+            operator, values = rest[:space], rest[space + 1 :].strip()
+        elif "(" in rest:
+            at = rest.index("(")
+            operator, values = rest[:at].strip(), rest[at:]
+        else:
+            raise ValueError(f"`{part}` is not a requirement")
+        if not (values.startswith("(") and values.endswith(")")):
+            raise ValueError(f"`{part}`: the values of `{operator}` go in parentheses")
+        values = tuple(_label_value(v.strip()) for v in values[1:-1].split(","))
+        if operator not in ("in", "notin"):
+            raise ValueError(f"`{part}`: unknown operator `{operator}` (in, notin)")
+        return (operator, key, values)
+
+    def matches(self, labels: dict) -> bool:
+        for operator, key, values in self.requirements:
+            value = labels.get(key)
+            if operator == "exists":
+                ok = value is not None
+            elif operator == "!":
+                ok = value is None
+            elif operator == "in":
+                ok = value is not None and value in values
+            elif operator == "notin":
+                ok = value is None or value not in values
+            else:
+                number, bound = _integer_or_none(value), values[0]
+                ok = number is not None and (number > bound if operator == ">" else number < bound)
+            if not ok:
+                return False
+        return True
+
+    def __str__(self) -> str:
+        def show(operator: str, key: str, values: tuple) -> str:
+            if operator == "exists":
+                return key
+            if operator == "!":
+                return f"!{key}"
+            if operator in (">", "<"):
+                return f"{key}{operator}{values[0]}"
+            if len(values) == 1:
+                return f"{key}{'=' if operator == 'in' else '!='}{values[0]}"
+            return f"{key} {operator} ({','.join(values)})"
+
+        return ",".join(show(*r) for r in self.requirements)
+
+
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
+_LABEL_PREFIX = re.compile(r"[a-z0-9.-]{1,253}")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _label_key(key: str) -> str:
+    """`[prefix/]name`: name 1-63 alphanumerics, `-`, `_`, `.`, beginning and
+    ending alphanumeric; prefix a DNS subdomain."""
+    prefix, slash, name = key.partition("/")
+    if not slash:
+        prefix, name = None, key
+    if _LABEL_NAME.fullmatch(name) and (prefix is None or _LABEL_PREFIX.fullmatch(prefix)):
+        return key
+    raise ValueError(f"`{key}` is not a valid label key")
+
+
+def _label_value(value: str) -> str:
+    """Empty, or up to 63 characters as a key's name part."""
+    if value == "" or _LABEL_NAME.fullmatch(value):
+        return value
+    raise ValueError(f"`{value}` is not a valid label value")
+
+
+def _integer_or_none(value: Optional[str]) -> Optional[int]:
+    if value is None or not _INTEGER.fullmatch(value):
+        return None
+    number = int(value)
+    return number if -(2**63) <= number < 2**63 else None
+
+
+def _label_integer(value: str) -> int:
+    number = _integer_or_none(value)
+    if number is None:
+        raise ValueError(f"`{value}` is not an integer (> and < compare numbers)")
+    return number
+
+
+# --------------------------------------------------------------------------
 # The policy and its exports
 
 
@@ -413,7 +882,7 @@ def _describe(e: BaseException) -> str:
 
 
 def _fail(prefix: str, e: BaseException) -> _Err:
-    if isinstance(e, _Err):
+    if isinstance(e, _Err) and isinstance(e.value, str):
         return e
     return _Err(prefix + _describe(e))
 
@@ -447,6 +916,7 @@ class Policy:
         mutating: bool = False,
         settings: Optional[type] = None,
         settings_schema: str = "{}",
+        reads: Iterable[KindLike] = (),
     ):
         self.name = name
         self.version = version
@@ -455,6 +925,16 @@ class Policy:
         self.targets = [tuple(t) for t in targets]
         self.settings = settings
         self.settings_schema = settings_schema
+        #: The kinds `evaluate` reads with `get_object` and `list_objects`.
+        self.reads: list[Kind] = []
+        for kind in reads:
+            kind = _kind(kind)
+            problem = _kind_problem(kind)
+            if problem:
+                raise ValueError(f"reads: {problem}")
+            if kind in self.reads:
+                raise ValueError(f"reads: {kind} is named twice")
+            self.reads.append(kind)
         self._evaluate = evaluate
         if settings is not None and not dataclasses.is_dataclass(settings):
             raise TypeError("settings must be a dataclass")
@@ -475,7 +955,8 @@ class Policy:
 
     def check(self, request: dict, settings: Any = None) -> Verdict:
         """Evaluates an AdmissionRequest (with its `object`) natively: for
-        tests. Exceptions propagate as they are."""
+        tests. Exceptions propagate as they are; cluster reads are answered by
+        the fake cluster the test installs (`with fake_cluster([...]):`)."""
         rest = {k: v for k, v in request.items() if k != "object"}
         return self._run(rest, request.get("object"), self.parse_settings(settings))
 
@@ -486,7 +967,12 @@ class Policy:
             or obj is None
         ):
             return Verdict.accept()
-        verdict = self._evaluate(Request(raw, obj), settings)
+        global _declared
+        previous, _declared = _declared, self.reads
+        try:
+            verdict = self._evaluate(Request(raw, obj), settings)
+        finally:
+            _declared = previous
         if not isinstance(verdict, Verdict):
             raise TypeError(f"evaluate must return a Verdict, not {type(verdict).__name__}")
         if verdict.fields and not self.mutating:
@@ -506,6 +992,7 @@ class Policy:
                     mutating=policy.mutating,
                     targets=[_wit.Target(g, v, k) for g, v, k in policy.targets],
                     settings_schema=policy.settings_schema,
+                    reads=[_wit.ResourceKind(k.api_version, k.kind) for k in policy.reads],
                 )
 
             def validate_settings(self, settings: str) -> None:

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import policy from "../policy.js";
+import { Policy, ReadError, Verdict, get, getObject, withCluster } from "../stsguard.js";
 
 /** A CREATE AdmissionRequest for a StatefulSet with this spec. */
 function request(spec) {
@@ -61,4 +62,37 @@ test("an exception becomes the WIT error, not a trap", () => {
     () => evaluate(JSON.stringify(rest), JSON.stringify(object), '{"maxReplicas": "x"}'),
     (e) => typeof e === "string" && e.startsWith("invalid settings: `maxReplicas`: expected an integer"),
   );
+});
+
+// A policy that reads the cluster, tested with a fake one: a StatefulSet's
+// serviceName must name a Service in its namespace.
+const SERVICE = { apiVersion: "v1", kind: "Service" };
+const needsService = new Policy({
+  name: "needs-service",
+  version: "0.1.0",
+  description: "StatefulSets name an existing Service.",
+  targets: [{ group: "apps", version: "v1", kind: "StatefulSet" }],
+  reads: [SERVICE],
+  evaluate(request) {
+    const name = get(request.object, ["spec", "serviceName"]);
+    if (name && getObject(SERVICE, request.namespace, name) === undefined) {
+      return Verdict.reject(`spec.serviceName names no Service in ${request.namespace}: create ${name}`);
+    }
+    return Verdict.accept();
+  },
+});
+
+test("reads are answered by the fake cluster", () => {
+  const web = { apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" } };
+  assert.equal(withCluster([web], () => needsService.check(request({ replicas: 3 }))).allowed, true);
+  // An empty cluster: the Service is not found.
+  const verdict = withCluster([], () => needsService.check(request({ replicas: 3 })));
+  assert.equal(verdict.message, "spec.serviceName names no Service in default: create web");
+  // Without a fake cluster a read throws ReadError, as an unsynced cache does
+  // in the server; uncaught, it fails the evaluation.
+  assert.throws(() => needsService.check(request({ replicas: 3 })), (e) => e instanceof ReadError && e.reason === "not_synced");
+});
+
+test("the example reads nothing", () => {
+  assert.deepEqual(policy.reads, []);
 });

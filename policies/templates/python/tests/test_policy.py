@@ -10,7 +10,16 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from policy import WitWorld, policy  # noqa: E402
-from stsguard_policy import SettingsError  # noqa: E402
+from stsguard_policy import (  # noqa: E402
+    Kind,
+    Policy,
+    ReadError,
+    SettingsError,
+    Verdict,
+    fake_cluster,
+    get,
+    get_object,
+)
 
 
 def request(**spec):
@@ -66,6 +75,46 @@ class PolicyTest(unittest.TestCase):
             caught.exception.value,
             'invalid settings: `maxReplicas`: expected an integer, not string "x"',
         )
+
+
+# A policy that reads the cluster, tested with a fake one: a StatefulSet's
+# serviceName must name a Service in its namespace.
+SERVICE = Kind("v1", "Service")
+
+
+def needs_its_service(request, settings):
+    name = get(request.object, "spec", "serviceName")
+    if name and get_object(SERVICE, request.namespace, name) is None:
+        return Verdict.reject(f"no Service {name} in {request.namespace}: create it")
+    return Verdict.accept()
+
+
+needs_service = Policy(
+    name="needs-service",
+    version="0.1.0",
+    description="StatefulSets name an existing Service.",
+    targets=[("apps", "v1", "StatefulSet")],
+    reads=[SERVICE],
+    evaluate=needs_its_service,
+)
+
+
+class ReadingTheClusterTest(unittest.TestCase):
+    def test_reads_are_answered_by_the_fake_cluster(self):
+        web = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}}  # in default
+        with fake_cluster([web]):
+            self.assertTrue(needs_service.check(request(replicas=3)).allowed)
+        with fake_cluster([]):  # an empty cluster: the Service is not found
+            verdict = needs_service.check(request(replicas=3))
+            self.assertEqual(verdict.message, "no Service web in default: create it")
+        # Without a fake cluster a read raises ReadError, as an unsynced cache
+        # does in the server; uncaught, it fails the evaluation.
+        with self.assertRaises(ReadError) as caught:
+            needs_service.check(request(replicas=3))
+        self.assertEqual(caught.exception.reason, "not_synced")
+
+    def test_the_example_reads_nothing(self):
+        self.assertEqual(policy.reads, [])
 
 
 if __name__ == "__main__":
