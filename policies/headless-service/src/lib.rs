@@ -27,22 +27,13 @@ use serde::Deserialize;
 use stsguard_policy::cluster::{self, Kind};
 use stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
 use stsguard_policy::k8s_openapi::api::core::v1::Service;
-use stsguard_policy::{Error, Metadata, Operation, Policy, Request, Verdict};
+use stsguard_policy::{Action, Error, Metadata, Operation, Policy, Request, Verdict};
 
 /// `"true"`: the policy leaves the object alone.
 pub const SKIP_ANNOTATION: &str = "headless-service.stsguard.io/skip";
 
 /// The policy; see the crate documentation.
 pub struct HeadlessServicePolicy;
-
-/// What a finding gets.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    #[default]
-    Warn,
-    Deny,
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
@@ -106,10 +97,7 @@ impl Policy for HeadlessServicePolicy {
                 Err(problem) => format!("Service `{service_name}` {problem}"),
             },
         };
-        Ok(match settings.action {
-            Action::Warn => Verdict::accept().warn(problem),
-            Action::Deny => Verdict::reject(problem),
-        })
+        Ok(settings.action.verdict(vec![problem]))
     }
 }
 

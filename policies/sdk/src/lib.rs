@@ -89,7 +89,7 @@ use std::fmt;
 
 pub use request::{Operation, Request};
 pub use settings::{NoSettings, Settings, SettingsError};
-pub use verdict::{MAX_WARNING_CHARS, Verdict};
+pub use verdict::{Action, MAX_WARNING_CHARS, Verdict};
 
 /// Re-exported so that a policy uses the exact k8s-openapi version (and API
 /// version feature) the SDK was built with.

@@ -181,3 +181,28 @@ mod tests {
         assert!(error.to_string().contains("rejects"), "{error}");
     }
 }
+
+/// What a policy does with the problems it finds, as a setting (`action: warn`
+/// or `action: deny`): the built-ins that check what a StatefulSet needs from
+/// the cluster warn by default (what they look for often arrives in the same
+/// `kubectl apply`) and deny when an operator asks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Allow, with a warning per problem.
+    #[default]
+    Warn,
+    /// Deny, with every problem in the message.
+    Deny,
+}
+
+impl Action {
+    /// The verdict for `problems`: accepted when there are none.
+    pub fn verdict(self, problems: Vec<String>) -> Verdict {
+        match (self, problems.is_empty()) {
+            (_, true) => Verdict::accept(),
+            (Self::Warn, false) => Verdict::accept().warn_all(problems),
+            (Self::Deny, false) => Verdict::reject(problems.join("; ")),
+        }
+    }
+}

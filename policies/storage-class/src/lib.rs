@@ -25,7 +25,7 @@ use stsguard_policy::cluster::{self, Kind};
 use stsguard_policy::k8s_openapi::api::apps::v1::StatefulSet;
 use stsguard_policy::k8s_openapi::api::storage::v1::StorageClass;
 use stsguard_policy::serde_json::Value;
-use stsguard_policy::{Error, Metadata, Operation, Policy, Request, Verdict};
+use stsguard_policy::{Action, Error, Metadata, Operation, Policy, Request, Verdict};
 
 /// `"true"`: the policy leaves the object alone.
 pub const SKIP_ANNOTATION: &str = "storage-class.stsguard.io/skip";
@@ -36,15 +36,6 @@ pub const BETA_DEFAULT_CLASS_ANNOTATION: &str = "storageclass.beta.kubernetes.io
 
 /// The policy; see the crate documentation.
 pub struct StorageClassPolicy;
-
-/// What a finding gets.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    #[default]
-    Warn,
-    Deny,
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
@@ -94,13 +85,7 @@ impl Policy for StorageClassPolicy {
             .iter()
             .filter_map(|template| problem(template, &classes))
             .collect();
-        if problems.is_empty() {
-            return Ok(Verdict::accept());
-        }
-        Ok(match settings.action {
-            Action::Warn => Verdict::accept().warn_all(problems),
-            Action::Deny => Verdict::reject(problems.join("; ")),
-        })
+        Ok(settings.action.verdict(problems))
     }
 }
 
