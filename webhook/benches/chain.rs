@@ -16,8 +16,9 @@
 //!   host's share of reading them from the API server;
 //! - `review/full-chain-with-cluster-reads`: `review/full-chain` with the three
 //!   built-ins that read the cluster after it (six policies), their reads answered
-//!   from a cache holding the lab's Service, a default StorageClass and a
-//!   PodDisruptionBudget among 10,000 Services;
+//!   from a cache holding the review's headless Service, a default StorageClass
+//!   and a PodDisruptionBudget among 10,000 Services;
+//! - `policy/<name>` for those three too: one evaluation each, its read included;
 //! - `cluster/get-of-10000` and `cluster/list-namespace-of-10000`: the host's side
 //!   of one read from a cache of 10,000 Services (lookup, and the JSON text handed
 //!   to the policy), what a policy's `get-object` costs besides the guest;
@@ -212,20 +213,27 @@ fn service(n: usize) -> serde_json::Value {
 
 fn cluster_reads(c: &mut Criterion, engine: &Engine, review: &[u8]) {
     let mut objects: Vec<serde_json::Value> = (0..10_000).map(service).collect();
-    objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "counter", "namespace": "lab"},
-        "spec": {"clusterIP": "None", "selector": {"app": "counter"}}}));
-    objects.push(
-        serde_json::json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": "standard",
-                     "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-        "provisioner": "example.com/disk"}),
-    );
-    objects.push(
-        serde_json::json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": "counter", "namespace": "lab"},
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "counter"}}}}),
-    );
+    // What the review's StatefulSet (default/counter) needs, among them.
+    objects.extend([
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "counter-headless", "namespace": "default"},
+            "spec": {"clusterIP": "None", "selector": {
+                "app.kubernetes.io/name": "counter-app", "app.kubernetes.io/instance": "lab"}},
+        }),
+        serde_json::json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "standard",
+                         "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "example.com/disk",
+        }),
+        serde_json::json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "counter", "namespace": "default"},
+            "spec": {"maxUnavailable": 1,
+                     "selector": {"matchLabels": {"app.kubernetes.io/name": "counter-app"}}},
+        }),
+    ]);
     let reader: Arc<dyn ClusterReader> = Offline::from_objects(objects.clone())
         .expect("objects place")
         .reader();
@@ -256,6 +264,22 @@ fn cluster_reads(c: &mut Criterion, engine: &Engine, review: &[u8]) {
             black_box(serde_json::to_vec(&response).unwrap())
         })
     });
+
+    let request = parse_review(review).unwrap();
+    for policy in &policies.policies()[3..] {
+        let name = policy.name().to_string();
+        c.bench_function(&format!("policy/{name}"), |b| {
+            b.iter_batched(
+                || request.clone(),
+                |mut request| {
+                    let outcome =
+                        policies.evaluate(&mut request, Selection::Only(&name), deadline());
+                    (request, outcome)
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
 
     let kind = ResourceKind::new("v1", "Service");
     c.bench_function("cluster/get-of-10000", |b| {
