@@ -18,6 +18,17 @@ fn run(args: &[&str], dir: &Path) -> (Option<i32>, String, String) {
 }
 
 #[test]
+fn the_suites_of_the_built_ins_that_read_the_cluster_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    for policy in ["headless-service", "storage-class", "disruption-budget"] {
+        let suite = repo().join("policies").join(policy);
+        let (code, stdout, stderr) = run(&["test", suite.to_str().unwrap()], dir.path());
+        assert_eq!(code, Some(0), "{policy}: {stdout}{stderr}");
+        assert!(stdout.contains(" passed, 0 failed"), "{policy}: {stdout}");
+    }
+}
+
+#[test]
 fn the_golden_scenarios_pass_as_a_test_suite() {
     let golden = repo().join("policies/fixtures/golden");
     let (code, stdout, stderr) = run(&["test", "-o", "json"], &golden);
