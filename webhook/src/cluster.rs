@@ -443,9 +443,10 @@ impl Cluster {
         text
     }
 
-    /// The Prometheus collector of the caches' metrics.
-    pub fn collector(self: &Arc<Self>) -> Box<dyn Collector> {
-        Box::new(ClusterCollector(self.clone()))
+    /// The Prometheus collector of the caches' metrics; `None` (no cluster)
+    /// still names the families, without samples.
+    pub fn collector(cluster: Option<&Arc<Self>>) -> Box<dyn Collector> {
+        Box::new(ClusterCollector(cluster.cloned()))
     }
 }
 
@@ -576,7 +577,7 @@ fn to_json(object: DynamicObject) -> serde_json::Value {
 
 /// The caches' metrics, read when scraped.
 #[derive(Debug)]
-struct ClusterCollector(Arc<Cluster>);
+struct ClusterCollector(Option<Arc<Cluster>>);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
@@ -588,7 +589,7 @@ type Reading<'a> = dyn Fn(&KindStatus) -> Option<f64> + 'a;
 
 impl Collector for ClusterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let statuses = self.0.status();
+        let statuses = self.0.as_ref().map(|c| c.status()).unwrap_or_default();
         let labels = |s: &KindStatus| KindLabels {
             kind: s.kind.to_string(),
         };

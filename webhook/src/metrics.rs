@@ -217,9 +217,7 @@ impl Metrics {
             ]),
         );
         registry.register_collector(Box::new(process::ProcessCollector));
-        if let Some(cluster) = cluster {
-            registry.register_collector(cluster.collector());
-        }
+        registry.register_collector(crate::cluster::Cluster::collector(cluster));
         Self {
             registry,
             reviews,
