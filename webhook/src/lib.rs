@@ -57,6 +57,7 @@ pub mod registry;
 mod reload;
 pub mod review;
 pub mod server;
+pub mod signature;
 pub mod start;
 pub mod tls;
 
