@@ -43,11 +43,70 @@ pub struct Config {
     /// The policies, in evaluation order.
     #[serde(default = "default_policies")]
     pub policies: Vec<PolicyConfig>,
+    /// Which policy modules must be signed, and by whom.
+    #[serde(default)]
+    pub verification: Option<VerificationConfig>,
     /// Whether `policies` is the default chain (the file has no `policies`):
     /// then the built-ins that read the cluster join it when there is one
     /// ([`Config::with_cluster_builtins`]).
     #[serde(skip)]
     pub default_chain: bool,
+}
+
+/// Signatures policy modules must carry (cosign's formats: `stsguard sign` or
+/// `cosign sign --key` for modules in registries, `cosign sign-blob` for files).
+/// Built-in policies, part of the binary, are never asked for one.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerificationConfig {
+    /// Trusted public keys (ECDSA P-256, `PUBLIC KEY` PEM): each the PEM text
+    /// itself, or the path of a PEM file (relative to this file).
+    pub keys: Vec<String>,
+    /// Annotations a signature must carry (`cosign sign -a team=platform`).
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// Every `oci://` module must be signed: one without a signature that
+    /// verifies is not loaded. `false` only reports (log, `/readyz`).
+    #[serde(default = "required_by_default")]
+    pub required: bool,
+    /// Module files must be signed too, by a detached signature beside them
+    /// (`FILE.sig`: what `cosign sign-blob --key` prints).
+    #[serde(default)]
+    pub files: bool,
+}
+
+fn required_by_default() -> bool {
+    true
+}
+
+impl VerificationConfig {
+    /// The keys read and parsed, with what they must satisfy; an error names
+    /// the key that cannot be used.
+    pub fn verification(&self) -> Result<crate::registry::Verification, String> {
+        use crate::signature::{PublicKey, Verifier};
+        if self.keys.is_empty() {
+            return Err("verification.keys lists no key: give the public keys (PEM, or files) whose signatures are trusted".into());
+        }
+        let keys = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                let text = if key.contains("-----BEGIN") {
+                    key.clone()
+                } else {
+                    std::fs::read_to_string(key).map_err(|e| {
+                        format!("verification.keys[{index}]: could not read {key}: {e}")
+                    })?
+                };
+                PublicKey::from_pem(&text).map_err(|e| format!("verification.keys[{index}]: {e}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(crate::registry::Verification {
+            verifier: Verifier::new(keys, self.annotations.clone()),
+            required: self.required,
+        })
+    }
 }
 
 /// Certificate chain and private key, PEM files.
@@ -202,7 +261,21 @@ impl Config {
                 *file = base.join(&*file);
             }
         }
+        for key in config.verification.iter_mut().flat_map(|v| &mut v.keys) {
+            if !key.contains("-----BEGIN") && Path::new(key.as_str()).is_relative() {
+                *key = base.join(&*key).display().to_string();
+            }
+        }
         Ok(config)
+    }
+
+    /// What pulled modules must satisfy, read (key files included) now: keys
+    /// rotated in a mounted Secret take effect at the next load.
+    pub fn verification(&self) -> Result<Option<crate::registry::Verification>, String> {
+        self.verification
+            .as_ref()
+            .map(VerificationConfig::verification)
+            .transpose()
     }
 
     /// The registry references of the `oci://` modules, each once.

@@ -16,11 +16,17 @@
 //! with a warning. An artifact whose manifest declares a component over the size
 //! limit is refused before its download starts, and a download that runs past
 //! the declared size is cut off.
+//!
+//! With a `verification` section, a pulled module must carry a signature by a
+//! trusted key over its manifest digest ([`signatures`], cosign's `.sig` image):
+//! checked when it is pulled or loaded from the cache, never on the admission
+//! path, and a module that fails is not loaded (a reload keeps the set it had).
 
 pub mod artifact;
 mod cache;
 pub mod credentials;
 pub mod reference;
+mod signatures;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,6 +44,7 @@ use self::artifact::{ACCEPTED_MANIFESTS, Artifact, Descriptor};
 use self::cache::ArtifactCache;
 use self::credentials::{Credential, Credentials};
 pub use self::reference::OciReference;
+pub use self::signatures::Verification;
 
 /// The size limit of a policy component, unless configured: twice the largest
 /// example policy (Python, 19 MB).
@@ -81,6 +88,8 @@ pub struct PulledModule {
     pub resolved: OciReference,
     pub bytes: Arc<[u8]>,
     pub origin: Origin,
+    /// Who signed it, when a verification section asked and a signature verified.
+    pub signer: Option<crate::signature::Signer>,
 }
 
 impl PulledModule {
@@ -178,13 +187,20 @@ impl Registry {
         })
     }
 
-    /// Pulls every reference (a config's distinct `oci://` modules), in parallel.
+    /// Pulls every reference (a config's distinct `oci://` modules), in
+    /// parallel, each checked against `verification` when there is one.
     pub async fn pull_all<'a>(
         &self,
         references: impl IntoIterator<Item = &'a OciReference>,
+        verification: Option<&Verification>,
     ) -> Result<Pulled, RegistryError> {
         let pulls = references.into_iter().map(|reference| async move {
-            let pulled = self.pull(reference).await?;
+            let mut pulled = self.pull(reference).await?;
+            if let Some(verification) = verification {
+                pulled.signer = self
+                    .verified_signer(reference, pulled.digest(), verification)
+                    .await?;
+            }
             Ok::<_, RegistryError>((reference.clone(), pulled))
         });
         let pulled = futures_util::future::try_join_all(pulls).await?;
@@ -202,6 +218,7 @@ impl Registry {
                 resolved: reference.clone(),
                 bytes,
                 origin: Origin::Cache,
+                signer: None,
             });
         }
         let started = Instant::now();
@@ -360,6 +377,7 @@ impl Registry {
             resolved: reference.pinned(&digest),
             bytes,
             origin: Origin::CacheRegistryDown,
+            signer: None,
         })
     }
 
@@ -419,6 +437,7 @@ impl Registry {
             resolved,
             bytes: bytes.into(),
             origin,
+            signer: None,
         })
     }
 

@@ -119,8 +119,11 @@ async fn load_served(
         Some(_) => config.clone().with_cluster_builtins(),
         None => config.clone(),
     };
+    let verification = config
+        .verification()
+        .map_err(FirstLoadError::Verification)?;
     let pulled = registry
-        .pull_all(config.oci_references())
+        .pull_all(config.oci_references(), verification.as_ref())
         .await
         .map_err(FirstLoadError::Pull)?;
     let engine = engine.clone();
@@ -156,6 +159,8 @@ async fn load_served(
 pub enum FirstLoadError {
     #[error("could not pull a policy module: {0}")]
     Pull(RegistryError),
+    #[error("the verification section cannot be used: {0}")]
+    Verification(String),
     #[error("could not load the policies: {0}")]
     Load(LoadError),
     #[error("loading the policies failed: {0}")]

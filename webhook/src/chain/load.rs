@@ -36,6 +36,9 @@ pub struct Policy {
     pub(super) guard: Guard,
     /// What it may read of the cluster; `None` when it reads nothing.
     pub(super) cluster: Option<ClusterAccess>,
+    /// Who signed its module, when the configuration asks for signatures and
+    /// one verified.
+    pub(super) signer: Option<crate::signature::Signer>,
 }
 
 impl Policy {
@@ -66,6 +69,11 @@ impl Policy {
             Some(reference) => reference.to_string(),
             None => self.config.module.to_string(),
         }
+    }
+
+    /// Who signed its module, when verified.
+    pub fn signer(&self) -> Option<&crate::signature::Signer> {
+        self.signer.as_ref()
     }
 
     /// The registry reference the module was pulled from, pinned to its
@@ -138,6 +146,14 @@ pub enum LoadError {
         /// Every kind it declares, as YAML flow mappings.
         all: String,
     },
+    #[error("policy `{policy}` ({path}): refused: {message}")]
+    Unsigned {
+        policy: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("the verification section cannot be used: {0}")]
+    Verification(String),
     #[error(
         "policy `{policy}` ({module}) reads {kinds}, and there is no cluster to read from: give \
          stsguard a kubeconfig (KUBECONFIG) or run it in a pod with a service account \
@@ -168,10 +184,29 @@ impl PolicySet {
         cluster: Option<&Arc<dyn ClusterReader>>,
     ) -> Result<Self, LoadError> {
         let mut modules: HashMap<[u8; 32], Arc<Module>> = HashMap::new();
+        // Module files are checked here; registry modules when they were pulled.
+        let files = match &config.verification {
+            Some(verification) if verification.files => Some(
+                verification
+                    .verification()
+                    .map_err(LoadError::Verification)?
+                    .verifier,
+            ),
+            _ => None,
+        };
         let policies = config
             .policies
             .iter()
-            .map(|policy| Policy::load(engine, policy, pulled, cluster, &mut modules))
+            .map(|policy| {
+                Policy::load(
+                    engine,
+                    policy,
+                    pulled,
+                    cluster,
+                    files.as_ref(),
+                    &mut modules,
+                )
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self { policies })
     }
@@ -260,6 +295,7 @@ impl Policy {
         config: &PolicyConfig,
         pulled: &Pulled,
         cluster: Option<&Arc<dyn ClusterReader>>,
+        files: Option<&crate::signature::Verifier>,
         modules: &mut HashMap<[u8; 32], Arc<Module>>,
     ) -> Result<Self, LoadError> {
         let name = config.name.clone();
@@ -271,6 +307,7 @@ impl Policy {
             });
         }
         let mut pinned = None;
+        let mut signer = None;
         let bytes: Cow<'_, [u8]> = match &config.module {
             ModuleSource::Builtin(builtin) => builtin::module(builtin)
                 .expect("built-in names are checked when the config is parsed")
@@ -288,9 +325,13 @@ impl Policy {
                     reference: reference.to_string(),
                 })?;
                 pinned = Some(module.resolved.clone());
+                signer = module.signer.clone();
                 Cow::Borrowed(&module.bytes[..])
             }
         };
+        if let (ModuleSource::File(path), Some(verifier)) = (&config.module, files) {
+            signer = Some(verify_file(&name, path, &bytes, verifier)?);
+        }
         let module_name = pinned.as_ref().map_or(module_name, ToString::to_string);
         let digest: [u8; 32] = Sha256::digest(&bytes).into();
         let module = match modules.get(&digest) {
@@ -344,8 +385,42 @@ impl Policy {
             limits,
             guard: Guard::new(config.max_concurrent.map(|n| n.get()), config.circuit),
             cluster,
+            signer,
         })
     }
+}
+
+/// A module file's detached signature (`FILE.sig`, as `cosign sign-blob --key`
+/// prints it), checked against its bytes.
+fn verify_file(
+    policy: &str,
+    path: &std::path::Path,
+    bytes: &[u8],
+    verifier: &crate::signature::Verifier,
+) -> Result<crate::signature::Signer, LoadError> {
+    let refused = |message: String| LoadError::Unsigned {
+        policy: policy.to_string(),
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut signature_path = path.as_os_str().to_owned();
+    signature_path.push(".sig");
+    let signature_path = std::path::PathBuf::from(signature_path);
+    let signature = std::fs::read_to_string(&signature_path).map_err(|e| {
+        refused(format!(
+            "module files must be signed (verification.files), and its signature {} could not \
+             be read ({e}); sign it with `stsguard sign {} --key KEY`",
+            signature_path.display(),
+            path.display()
+        ))
+    })?;
+    verifier.verify_blob(bytes, &signature).map_err(|why| {
+        refused(format!(
+            "its signature {} does not verify: {why} (sha256 {})",
+            signature_path.display(),
+            crate::registry::artifact::sha256(bytes)
+        ))
+    })
 }
 
 /// What a policy may read: every kind its metadata declares must be granted in

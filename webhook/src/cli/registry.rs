@@ -97,7 +97,8 @@ pub fn pull_blocking(registry: &Registry, config: &Config) -> anyhow::Result<Pul
     if config.oci_references().is_empty() {
         return Ok(Pulled::default());
     }
-    block_on(registry.pull_all(config.oci_references()))
+    let verification = config.verification().map_err(anyhow::Error::msg)?;
+    block_on(registry.pull_all(config.oci_references(), verification.as_ref()))
         .map_err(|error| anyhow::anyhow!("could not pull {error}"))
 }
 

@@ -5,7 +5,10 @@
 //! `manifests/sha256/<hex>`, each checked against its name when read (a file
 //! that does not match is removed and treated as missing, never served); and
 //! `tags/<registry>/<repository>/<tag>`, the digest a tag last resolved to, used
-//! only when the registry cannot be asked. Files are written to a temporary name
+//! only when the registry cannot be asked; and `signatures/sha256/<hex>`, the
+//! signatures last fetched for an artifact (JSON: payloads and signatures), so
+//! that a start with the registry down can still check them — they are
+//! verified again, with the keys of the day, every time they are used. Files are written to a temporary name
 //! and renamed, so a crash mid-write leaves no torn entry.
 
 use std::io::Write;
@@ -42,6 +45,21 @@ impl ArtifactCache {
 
     pub fn store_blob(&self, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
         self.store("blobs", digest, bytes)
+    }
+
+    /// The signatures last fetched for the artifact `digest`.
+    pub fn signatures(&self, digest: &str) -> Option<Vec<crate::signature::Signature>> {
+        let bytes = std::fs::read(self.path("signatures", digest)?).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn store_signatures(
+        &self,
+        digest: &str,
+        signatures: &[crate::signature::Signature],
+    ) -> std::io::Result<()> {
+        let json = serde_json::to_vec(signatures).map_err(std::io::Error::other)?;
+        self.store("signatures", digest, &json)
     }
 
     /// The digest `reference`'s tag last resolved to, if it was ever pulled.

@@ -206,7 +206,11 @@ fn scrypt_params(params: &ScryptParams) -> Result<scrypt::Params, SignatureError
     scrypt::Params::new(log_n, 8, 1).map_err(|e| error(format!("scrypt: {e}")))
 }
 
-fn secret_key(password: &[u8], salt: &[u8], params: &ScryptParams) -> Result<[u8; 32], SignatureError> {
+fn secret_key(
+    password: &[u8],
+    salt: &[u8],
+    params: &ScryptParams,
+) -> Result<[u8; 32], SignatureError> {
     let mut key = [0u8; 32];
     scrypt::scrypt(password, salt, &scrypt_params(params)?, &mut key)
         .map_err(|e| error(format!("scrypt: {e}")))?;
@@ -214,8 +218,11 @@ fn secret_key(password: &[u8], salt: &[u8], params: &ScryptParams) -> Result<[u8
 }
 
 fn decrypt(json: &[u8], password: &[u8]) -> Result<Vec<u8>, SignatureError> {
-    let sealed: EncryptedKey = serde_json::from_slice(json)
-        .map_err(|e| error(format!("the encrypted private key is not cosign's JSON: {e}")))?;
+    let sealed: EncryptedKey = serde_json::from_slice(json).map_err(|e| {
+        error(format!(
+            "the encrypted private key is not cosign's JSON: {e}"
+        ))
+    })?;
     if sealed.kdf.name != "scrypt" || sealed.cipher.name != "nacl/secretbox" {
         return Err(error(format!(
             "the private key is sealed with {} and {}; cosign's are scrypt and nacl/secretbox",

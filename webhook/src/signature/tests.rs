@@ -47,7 +47,10 @@ fn a_signature_cosign_made_verifies() {
     // And the busybox one from sigstore-rs.
     let payload = fixture("busybox.payload.json");
     let busybox = Signature::new(payload.as_bytes(), &fixture("busybox.signature.b64"));
-    let digest = Payload::parse(payload.as_bytes()).unwrap().digest().to_string();
+    let digest = Payload::parse(payload.as_bytes())
+        .unwrap()
+        .digest()
+        .to_string();
     verifier("busybox.pub").verify(&digest, &[busybox]).unwrap();
 }
 
@@ -150,8 +153,12 @@ fn cosign_encrypted_keys_and_plain_pkcs8_keys_sign() {
     }
     let openssl = SigningKey::from_pem(&fixture("openssl-p256.pem"), b"").unwrap();
     assert_eq!(openssl.public(), &key("openssl-p256.pub"));
-    let error = SigningKey::from_pem(&fixture("cosign-old-password-123.key"), b"wrong").unwrap_err();
-    assert!(error.0.contains("does not open with this password"), "{error}");
+    let error =
+        SigningKey::from_pem(&fixture("cosign-old-password-123.key"), b"wrong").unwrap_err();
+    assert!(
+        error.0.contains("does not open with this password"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -197,10 +204,7 @@ fn a_detached_signature_covers_a_file_s_bytes() {
 
 #[test]
 fn the_sig_image_is_named_and_configured_as_cosign_does() {
-    assert_eq!(
-        signature_tag("sha256:634a8f35"),
-        "sha256-634a8f35.sig"
-    );
+    assert_eq!(signature_tag("sha256:634a8f35"), "sha256-634a8f35.sig");
     let one = signature_config(&[format!("sha256:{}", "c".repeat(64))]);
     assert_eq!(one.len(), 233, "cosign's config for one layer");
     let two = signature_config(&[
