@@ -24,7 +24,7 @@ mod run;
 
 pub use evaluate::{ChainOutcome, Denial, Selection};
 pub use guard::{CircuitState, Refusal};
-pub use load::{LoadError, Policy, PolicySet};
+pub use load::{LoadError, ModuleIdentity, Policy, PolicySet};
 pub use run::{PolicyRun, RunResult};
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The `stsguard` command line: `serve`, `eval`, `audit`, `test`, `inspect`, `push`,
-//! `pull`, `new`, `build`, `policies`, `compile`, `bench`.
+//! `pull`, `generate-key-pair`, `sign`, `verify`, `new`, `build`, `policies`, `compile`, `bench`.
 //!
 //! Every flag can also come from an environment variable (named in `--help`), so
 //! the same binary is configured by flags on a laptop and by env in a Pod.
@@ -19,6 +19,7 @@ mod policies;
 mod project;
 mod registry;
 mod serve;
+mod signing;
 mod smoke_test;
 mod test;
 
@@ -84,6 +85,19 @@ enum Command {
     /// Pull a policy component from an OCI registry into a file; prints the
     /// reference pinned to its digest.
     Pull(registry::PullArgs),
+    /// Make a key pair to sign policies with: PREFIX.key, encrypted with
+    /// COSIGN_PASSWORD, and PREFIX.pub; cosign reads them, and stsguard reads
+    /// cosign's.
+    GenerateKeyPair(signing::GenerateKeyPairArgs),
+    /// Sign a policy in cosign's format: an oci:// module by its manifest digest
+    /// (the signature joins its `sha256-<hex>.sig` image, as `cosign sign`
+    /// writes), a module file by its bytes (into FILE.sig, as `cosign sign-blob`).
+    /// Prints the pinned reference or the signature file.
+    Sign(signing::SignArgs),
+    /// Check a policy's signature as the server's verification section does:
+    /// prints who signed it and exits 0; exits 1 when no signature verifies
+    /// (saying why), 2 when it could not be checked.
+    Verify(signing::VerifyArgs),
     /// Run declarative test suites (tests.yaml) through the real engine: per
     /// case an object or request, and the verdict, warnings, patch or object
     /// expected. Exits 0 when every case passed, 1 when one failed, 2 when a
@@ -115,6 +129,9 @@ impl Command {
             Self::Test(_) => "test",
             Self::Push(_) => "push",
             Self::Pull(_) => "pull",
+            Self::GenerateKeyPair(_) => "generate-key-pair",
+            Self::Sign(_) => "sign",
+            Self::Verify(_) => "verify",
             Self::Policies(_) => "policies",
             Self::Compile(_) => "compile",
             Self::SmokeTest(_) => "smoke-test",
@@ -219,7 +236,13 @@ impl Cli {
     pub fn init_tracing(&self) -> log_output::FlushOnDrop {
         let default = match self.command {
             Command::Serve(_) => "info",
-            Command::New(_) | Command::Build(_) | Command::Push(_) | Command::Pull(_) => "warn",
+            Command::New(_)
+            | Command::Build(_)
+            | Command::Push(_)
+            | Command::Pull(_)
+            | Command::GenerateKeyPair(_)
+            | Command::Sign(_)
+            | Command::Verify(_) => "warn",
             Command::Compile(_) => "info",
             Command::SmokeTest(_) => "warn",
             // kube's client logs each failed connection as an error of its own;
@@ -276,6 +299,9 @@ impl Cli {
             Command::Test(args) => test::run(args),
             Command::Push(args) => done(registry::push(args)),
             Command::Pull(args) => done(registry::pull(args)),
+            Command::GenerateKeyPair(args) => done(signing::generate_key_pair(args)),
+            Command::Sign(args) => done(signing::sign(args)),
+            Command::Verify(args) => signing::verify(args),
             Command::Policies(args) => done(policies::run(args)),
             Command::Compile(args) => done(compile::run(args)),
             Command::SmokeTest(args) => done(smoke_test::run(args)),

@@ -73,6 +73,9 @@ pub struct ModuleLabels {
     /// `builtin:NAME`, the file, or `oci://HOST/REPO:TAG@sha256:MANIFEST`.
     pub source: String,
     pub sha256: String,
+    /// The fingerprint of the key whose signature verified (`sha256:...`);
+    /// empty when no signature was asked for.
+    pub signer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -198,7 +201,7 @@ impl Metrics {
         ours.register(
             "policy_module",
             "1 for the module each served policy runs: its source (a registry reference pinned \
-             to the manifest digest) and the module's sha256",
+             to the manifest digest), the module's sha256, and the key that signed it (verification)",
             modules.clone(),
         );
         let policies_loaded = Gauge::default();
@@ -305,6 +308,10 @@ impl Metrics {
                     policy: policy.name().to_string(),
                     source: policy.source(),
                     sha256: policy.digest(),
+                    signer: policy
+                        .signer()
+                        .map(|signer| signer.key.clone())
+                        .unwrap_or_default(),
                 })
                 .set(1);
         }

@@ -488,11 +488,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
             };
             for policy in policies {
                 text.push_str(&format!(
-                    "policy {} {} sha256:{}\n",
+                    "policy {} {} sha256:{}",
                     policy.name(),
                     policy.source(),
                     policy.digest()
                 ));
+                if let Some(signer) = policy.signer() {
+                    text.push_str(&format!(" signed by {signer}"));
+                }
+                text.push('\n');
             }
             if let Some(cluster) = cluster {
                 text.push_str(&cluster.describe());

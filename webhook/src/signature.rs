@@ -204,6 +204,13 @@ impl Verifier {
     }
 }
 
+/// Where a module file's detached signature is: `FILE.sig` beside it.
+pub fn file_signature_path(file: &std::path::Path) -> std::path::PathBuf {
+    let mut path = file.as_os_str().to_owned();
+    path.push(".sig");
+    path.into()
+}
+
 /// `sha256:<hex>` → `sha256-<hex>.sig`: the tag cosign keeps an artifact's
 /// signatures under, in its repository.
 pub fn signature_tag(digest: &str) -> String {

@@ -41,7 +41,7 @@ use serde_json::Value;
 use super::list::{describe_kube_error, describe_status, is_transient};
 use super::result::add_paths;
 use super::{Evaluation, Retry};
-use crate::chain::{PolicyRun, RunResult};
+use crate::chain::{ModuleIdentity, PolicyRun, RunResult};
 use crate::config::Mode;
 
 /// The API group and version of the reports.
@@ -146,10 +146,10 @@ impl Timestamp {
 
 /// The results of one evaluation: one per policy that ran on the object (none
 /// when no policy applies to it), or one `error` when the object could not be
-/// evaluated at all. `digests`: each policy's module sha256 by name.
+/// evaluated at all. `modules`: each policy's module by name.
 pub fn results_of(
     evaluation: &Evaluation,
-    digests: &HashMap<String, String>,
+    modules: &HashMap<String, ModuleIdentity>,
     timestamp: Timestamp,
 ) -> Vec<ReportResult> {
     let target = &evaluation.target;
@@ -183,8 +183,11 @@ pub fn results_of(
         .map(|run| {
             let (result, message, paths) = judge(run, &chain_paths);
             let mut properties = BTreeMap::new();
-            if let Some(digest) = digests.get(&*run.policy) {
-                properties.insert("sha256".to_string(), digest.clone());
+            if let Some(module) = modules.get(&*run.policy) {
+                properties.insert("sha256".to_string(), module.sha256.clone());
+                if let Some(signer) = &module.signer {
+                    properties.insert("signer".to_string(), signer.clone());
+                }
             }
             let mode = match run.mode {
                 Mode::Enforce => "enforce",
@@ -265,15 +268,15 @@ fn judge(run: &PolicyRun, chain_paths: &[String]) -> (Outcome, String, Vec<Strin
 /// The results of a run, by namespace, until it ends.
 #[derive(Debug, Default)]
 pub struct Reports {
-    digests: HashMap<String, String>,
+    modules: HashMap<String, ModuleIdentity>,
     namespaces: BTreeMap<String, Vec<ReportResult>>,
 }
 
 impl Reports {
-    /// `digests`: each policy's module sha256 by name.
-    pub fn new(digests: HashMap<String, String>) -> Self {
+    /// `modules`: each policy's module by name.
+    pub fn new(modules: HashMap<String, ModuleIdentity>) -> Self {
         Self {
-            digests,
+            modules,
             namespaces: BTreeMap::new(),
         }
     }
@@ -288,7 +291,7 @@ impl Reports {
         if evaluation.target.namespace.is_empty() {
             return; // not a namespaced object: there is no report to put it in
         }
-        let results = results_of(evaluation, &self.digests, Timestamp::now());
+        let results = results_of(evaluation, &self.modules, Timestamp::now());
         self.namespaces
             .entry(evaluation.target.namespace.clone())
             .or_default()

@@ -47,6 +47,7 @@ use super::list::{Scope, with_opt_out};
 use super::policy_report::{PolicyReport, ReportResult, Writer, results_of};
 use super::{Auditor, Evaluation, Target, log_finding};
 use crate::audit::policy_report::Timestamp;
+use crate::chain::ModuleIdentity;
 use crate::cluster::Change;
 use crate::errors::describe_error;
 use tokio::sync::broadcast;
@@ -54,7 +55,7 @@ use tokio::sync::broadcast;
 /// The results of every watched StatefulSet, by namespace and name.
 #[derive(Debug, Default)]
 pub struct WatchState {
-    digests: HashMap<String, String>,
+    modules: HashMap<String, ModuleIdentity>,
     objects: BTreeMap<String, BTreeMap<String, Entry>>,
     /// The objects of a (re)list in progress.
     relisting: Option<BTreeMap<String, BTreeMap<String, Entry>>>,
@@ -103,10 +104,10 @@ impl Entry {
 }
 
 impl WatchState {
-    /// `digests`: each policy's module sha256 by name.
-    pub fn new(digests: HashMap<String, String>) -> Self {
+    /// `modules`: each policy's module by name.
+    pub fn new(modules: HashMap<String, ModuleIdentity>) -> Self {
         Self {
-            digests,
+            modules,
             ..Self::default()
         }
     }
@@ -148,7 +149,7 @@ impl WatchState {
         }
         let entry = Entry {
             finding: evaluation.finding.label(),
-            results: results_of(evaluation, &self.digests, Timestamp::now()),
+            results: results_of(evaluation, &self.modules, Timestamp::now()),
         };
         if let Some(listed) = &mut self.relisting {
             listed
@@ -597,7 +598,7 @@ mod tests {
 
     #[test]
     fn reports_wait_for_the_first_list_and_follow_changed_verdicts_only() {
-        let mut state = WatchState::new(builtins().digests());
+        let mut state = WatchState::new(builtins().modules());
         state.begin_relist();
         state.apply(&evaluation(lab("team-a", "web")));
         state.apply(&evaluation(no_claims("team-b", "db")));
@@ -630,7 +631,7 @@ mod tests {
 
     #[test]
     fn a_relist_drops_what_was_deleted_while_the_watch_was_down() {
-        let mut state = WatchState::new(builtins().digests());
+        let mut state = WatchState::new(builtins().modules());
         state.begin_relist();
         state.apply(&evaluation(lab("team-a", "web")));
         state.apply(&evaluation(lab("team-a", "api")));
@@ -666,7 +667,7 @@ mod tests {
             ]),
         ]);
         let metrics = AuditMetrics::default();
-        let mut state = WatchState::new(builtins().digests());
+        let mut state = WatchState::new(builtins().modules());
         let mut listed = None;
         let options = WatchOptions {
             scope: Scope::All,

@@ -41,6 +41,15 @@ pub struct Policy {
     pub(super) signer: Option<crate::signature::Signer>,
 }
 
+/// A policy's module as reports name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleIdentity {
+    /// The module's sha256 (hex).
+    pub sha256: String,
+    /// The fingerprint of the key whose signature verified, when one was asked for.
+    pub signer: Option<String>,
+}
+
 impl Policy {
     pub fn name(&self) -> &str {
         &self.name
@@ -228,11 +237,18 @@ impl PolicySet {
         &self.policies
     }
 
-    /// Each policy's module sha256 (hex), by policy name.
-    pub fn digests(&self) -> HashMap<String, String> {
+    /// What each policy runs, by policy name: for reports that say which
+    /// module (and whose) judged an object.
+    pub fn modules(&self) -> HashMap<String, ModuleIdentity> {
         self.policies
             .iter()
-            .map(|policy| (policy.name().to_string(), policy.digest()))
+            .map(|policy| {
+                let identity = ModuleIdentity {
+                    sha256: policy.digest(),
+                    signer: policy.signer().map(|signer| signer.key.clone()),
+                };
+                (policy.name().to_string(), identity)
+            })
             .collect()
     }
 
@@ -403,9 +419,7 @@ fn verify_file(
         path: path.to_path_buf(),
         message,
     };
-    let mut signature_path = path.as_os_str().to_owned();
-    signature_path.push(".sig");
-    let signature_path = std::path::PathBuf::from(signature_path);
+    let signature_path = crate::signature::file_signature_path(path);
     let signature = std::fs::read_to_string(&signature_path).map_err(|e| {
         refused(format!(
             "module files must be signed (verification.files), and its signature {} could not \

@@ -29,7 +29,7 @@ use super::CacheArgs;
 use super::outcome::{DecisionReport, PolicyReport};
 use super::registry::{RegistryArgs, load_policies};
 use crate::audit::{self, Auditor, Evaluation, Finding, Lister, Reports, Scope, Writer};
-use crate::chain::PolicySet;
+use crate::chain::{ModuleIdentity, PolicySet};
 use crate::cluster::{self, Cluster};
 use crate::config::{Config, FailurePolicy, Mode};
 use crate::engine::{ClusterReader, Engine};
@@ -245,7 +245,7 @@ async fn report(
     let started = Instant::now();
     let mut report = Report::new(output, auditor.policies, out);
     if writer.is_some() {
-        let mut reports = Reports::new(report.digests.clone());
+        let mut reports = Reports::new(report.modules.clone());
         if let Scope::Namespace(namespace) = lister.scope() {
             reports.expect(namespace);
         }
@@ -435,7 +435,7 @@ const TABLE_WIDTHS: [usize; 3] = [20, 32, 13];
 struct Report<'a> {
     output: Output,
     chain: Vec<ChainPolicy>,
-    digests: HashMap<String, String>,
+    modules: HashMap<String, ModuleIdentity>,
     out: &'a mut dyn Write,
     opened: bool,
     counts: Counts,
@@ -464,11 +464,11 @@ impl<'a> Report<'a> {
                 sha256: policy.digest(),
             })
             .collect();
-        let digests = policies.digests();
+        let modules = policies.modules();
         Self {
             output,
             chain,
-            digests,
+            modules,
             out,
             opened: false,
             counts: Counts::default(),
@@ -602,7 +602,11 @@ impl<'a> Report<'a> {
                     policies: policies
                         .into_iter()
                         .map(|report| PolicyRecord {
-                            sha256: self.digests.get(&report.name).cloned().unwrap_or_default(),
+                            sha256: self
+                                .modules
+                                .get(&report.name)
+                                .map(|m| m.sha256.clone())
+                                .unwrap_or_default(),
                             report,
                         })
                         .collect(),

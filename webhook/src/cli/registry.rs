@@ -107,7 +107,7 @@ pub fn pull_one(registry: &Registry, reference: &OciReference) -> anyhow::Result
     block_on(registry.pull(reference)).map_err(|error| anyhow::anyhow!("could not pull {error}"))
 }
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(super) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -190,6 +190,40 @@ impl Registry {
         }
     }
 
+    /// The manifest digest `reference` names: its digest, once the registry
+    /// confirms it has that manifest, or where its tag points now. What `stsguard
+    /// sign` signs, so that a signature never covers a manifest nobody pushed.
+    pub async fn manifest_digest(&self, reference: &OciReference) -> Result<String, RegistryError> {
+        let Some(digest) = &reference.digest else {
+            return self.resolve_tag(reference).await;
+        };
+        let error = RegistryError::about(reference);
+        let credential = self.credential(reference).map_err(error)?;
+        let by_digest = OciReference {
+            tag: None,
+            ..reference.clone()
+        };
+        let found = tokio::time::timeout(
+            self.options.timeout,
+            self.client
+                .fetch_manifest_digest(&by_digest.to_client(), &credential.auth),
+        )
+        .await
+        .map_err(|_| {
+            error(format!(
+                "no answer from {} within the registry timeout",
+                reference.registry
+            ))
+        })?
+        .map_err(|cause| error(explain(&cause, &by_digest, &credential).message()))?;
+        if &found != digest {
+            return Err(error(format!(
+                "the registry answers {found} for the manifest {digest}"
+            )));
+        }
+        Ok(found)
+    }
+
     /// Appends a signature to the artifact `digest`'s `.sig` image, as `cosign
     /// sign` does: earlier signatures stay; one with the same payload that
     /// already verifies with `key` makes this a no-op (`Ok(false)`).

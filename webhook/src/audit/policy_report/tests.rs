@@ -13,12 +13,8 @@ fn evaluate(item: Value) -> Evaluation {
     auditor(builtins()).evaluate(Target::from_item(item), 1)
 }
 
-fn digests() -> HashMap<String, String> {
-    builtins()
-        .policies()
-        .iter()
-        .map(|policy| (policy.name().to_string(), policy.digest()))
-        .collect()
+fn modules() -> HashMap<String, ModuleIdentity> {
+    builtins().modules()
 }
 
 const AT: Timestamp = Timestamp {
@@ -35,7 +31,7 @@ fn outcomes(results: &[ReportResult]) -> Vec<(&str, Outcome)> {
 
 #[test]
 fn a_compliant_object_passes_every_policy_that_ran() {
-    let results = results_of(&evaluate(compliant("team-a", "good")), &digests(), AT);
+    let results = results_of(&evaluate(compliant("team-a", "good")), &modules(), AT);
     assert_eq!(
         outcomes(&results),
         [
@@ -58,16 +54,28 @@ fn a_compliant_object_passes_every_policy_that_ran() {
             uid: "uid-good".into(),
         }]
     );
-    assert_eq!(result.properties["sha256"], digests()["probes"]);
+    assert_eq!(result.properties["sha256"], modules()["probes"].sha256);
     assert_eq!(result.properties["mode"], "enforce");
     assert!(!result.properties.contains_key("paths"));
+}
+
+#[test]
+fn a_signed_module_is_named_with_its_signer() {
+    let mut modules = modules();
+    modules.get_mut("parallel").unwrap().signer = Some("sha256:abc".into());
+    let results = results_of(&evaluate(compliant("team-a", "good")), &modules, AT);
+    let signers: Vec<Option<&str>> = results
+        .iter()
+        .map(|result| result.properties.get("signer").map(String::as_str))
+        .collect();
+    assert_eq!(signers, [None, Some("sha256:abc"), None]);
 }
 
 #[test]
 fn a_mutation_warns_with_its_paths_and_a_denial_fails() {
     let evaluation = evaluate(lab("team-a", "lab"));
     assert!(matches!(evaluation.finding, Finding::WouldMutate { .. }));
-    let results = results_of(&evaluation, &digests(), AT);
+    let results = results_of(&evaluation, &modules(), AT);
     assert_eq!(
         outcomes(&results),
         [
@@ -88,7 +96,7 @@ fn a_mutation_warns_with_its_paths_and_a_denial_fails() {
         results[1].message
     );
 
-    let results = results_of(&evaluate(no_claims("team-a", "scratch")), &digests(), AT);
+    let results = results_of(&evaluate(no_claims("team-a", "scratch")), &modules(), AT);
     let denial = results
         .iter()
         .find(|result| result.policy == "volume-claims")
@@ -105,7 +113,7 @@ fn a_mutation_warns_with_its_paths_and_a_denial_fails() {
 fn an_object_that_cannot_be_evaluated_is_one_error() {
     let mut item = lab("team-a", "odd");
     item["spec"]["template"]["spec"]["containers"] = json!("oops");
-    let results = results_of(&evaluate(item), &digests(), AT);
+    let results = results_of(&evaluate(item), &modules(), AT);
     assert_eq!(results[0].result, Outcome::Error);
     assert!(
         results[0].message.starts_with("failed: "),
@@ -116,7 +124,7 @@ fn an_object_that_cannot_be_evaluated_is_one_error() {
 
 #[test]
 fn a_report_per_namespace_counts_its_results() {
-    let mut reports = Reports::new(digests());
+    let mut reports = Reports::new(modules());
     reports.expect("empty");
     for item in [
         compliant("team-a", "good"),
@@ -163,7 +171,7 @@ fn a_report_per_namespace_counts_its_results() {
 }
 
 fn report() -> PolicyReport {
-    let mut reports = Reports::new(digests());
+    let mut reports = Reports::new(modules());
     reports.add(&evaluate(lab("team-a", "lab")));
     reports.into_reports().remove(0)
 }

@@ -51,7 +51,7 @@ pub async fn run(
         }
     });
     tracing::info!(scope = %options.scope, reports = writer.is_some(), "audit: watching StatefulSets");
-    let mut state = WatchState::new(auditor.policies.digests());
+    let mut state = WatchState::new(auditor.policies.modules());
     audit::watch(
         client,
         auditor,
