@@ -60,7 +60,8 @@ pub struct Config {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VerificationConfig {
     /// Trusted public keys (ECDSA P-256, `PUBLIC KEY` PEM): each the PEM text
-    /// itself, or the path of a PEM file (relative to this file).
+    /// itself, the path of a PEM file, or a directory whose every file is one
+    /// (a mounted ConfigMap); relative paths from this file's directory.
     pub keys: Vec<String>,
     /// Annotations a signature must carry (`cosign sign -a team=platform`).
     #[serde(default)]
@@ -79,6 +80,32 @@ fn required_by_default() -> bool {
     true
 }
 
+/// The key files a `verification.keys` path names: the file, or every file of a
+/// directory but hidden ones (a mounted ConfigMap or Secret: each key a public
+/// key, and the kubelet's `..data` links skipped), so that adding a key to the
+/// ConfigMap trusts it without a config change.
+fn key_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries =
+        std::fs::read_dir(path).map_err(|e| format!("could not list {}: {e}", path.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+        .map(|entry| entry.path())
+        .filter(|file| file.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!(
+            "the directory {} holds no key files",
+            path.display()
+        ));
+    }
+    Ok(files)
+}
+
 impl VerificationConfig {
     /// The keys read and parsed, with what they must satisfy; an error names
     /// the key that cannot be used.
@@ -87,21 +114,22 @@ impl VerificationConfig {
         if self.keys.is_empty() {
             return Err("verification.keys lists no key: give the public keys (PEM, or files) whose signatures are trusted".into());
         }
-        let keys = self
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(index, key)| {
-                let text = if key.contains("-----BEGIN") {
-                    key.clone()
-                } else {
-                    std::fs::read_to_string(key).map_err(|e| {
-                        format!("verification.keys[{index}]: could not read {key}: {e}")
-                    })?
-                };
-                PublicKey::from_pem(&text).map_err(|e| format!("verification.keys[{index}]: {e}"))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let mut keys = Vec::new();
+        for (index, key) in self.keys.iter().enumerate() {
+            let named = |e: String| format!("verification.keys[{index}]: {e}");
+            if key.contains("-----BEGIN") {
+                keys.push(PublicKey::from_pem(key).map_err(|e| named(e.to_string()))?);
+                continue;
+            }
+            for file in key_files(Path::new(key)).map_err(named)? {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| named(format!("could not read {}: {e}", file.display())))?;
+                keys.push(
+                    PublicKey::from_pem(&text)
+                        .map_err(|e| named(format!("{}: {e}", file.display())))?,
+                );
+            }
+        }
         Ok(crate::registry::Verification {
             verifier: Verifier::new(keys, self.annotations.clone()),
             required: self.required,
@@ -918,6 +946,54 @@ policies:
             error.to_string().contains("/nonexistent/stsguard.yaml"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn verification_keys_are_pem_files_or_directories_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |name: &str| {
+            let (key, _) = crate::signature::SigningKey::generate(b"").unwrap();
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, key.public().to_pem()).unwrap();
+            key.public().fingerprint().to_string()
+        };
+        let team = key("team.pub");
+        let (a, b) = (key("trusted/a.pub"), key("trusted/b.pub"));
+        // What the kubelet leaves in a ConfigMap mount beside the keys.
+        std::fs::create_dir(dir.path().join("trusted/..2026_12_08")).unwrap();
+        std::fs::write(dir.path().join("trusted/.hidden"), "not a key").unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "verification: {keys: [team.pub, trusted]}").unwrap();
+        let config = Config::load(&path).unwrap();
+        let section = config.verification.as_ref().unwrap();
+        assert!(section.required, "required unless said otherwise");
+        assert!(!section.files);
+        let verification = config.verification().unwrap().unwrap();
+        let mut expected = vec![team, a, b];
+        expected[1..].sort();
+        assert_eq!(verification.verifier.keys(), expected.join(", "));
+
+        std::fs::write(dir.path().join("trusted/c.pub"), "not a key").unwrap();
+        let error = Config::load(&path).unwrap().verification().unwrap_err();
+        assert!(error.starts_with("verification.keys[1]: "), "{error}");
+        assert!(error.contains("c.pub"), "{error}");
+
+        for (yaml, expected) in [
+            ("verification: {keys: []}", "lists no key"),
+            ("verification: {keys: [missing.pub]}", "could not read"),
+            (
+                "verification: {keys: ['-----BEGIN PUBLIC KEY-----']}",
+                "verification.keys[0]",
+            ),
+        ] {
+            std::fs::write(&path, yaml).unwrap();
+            let error = Config::load(&path).unwrap().verification().unwrap_err();
+            assert!(error.contains(expected), "{yaml}: {error}");
+        }
+        std::fs::write(&path, "verification: {keys: [a], requird: false}").unwrap();
+        let error = Config::load(&path).unwrap_err().to_string();
+        assert!(error.contains("requird"), "{error}");
     }
 
     #[test]

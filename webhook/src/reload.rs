@@ -1,5 +1,5 @@
-//! Hot reload: notices when the config file, a policy module it names, or the
-//! certificate files change, and swaps in the new version without a restart.
+//! Hot reload: notices when the config file, a policy module it names (or its
+//! signature, or a trusted key), or the certificate files change, and swaps in the new version without a restart.
 //!
 //! Files are polled (every `reloadInterval`) rather than watched with inotify:
 //! Kubernetes updates mounted ConfigMaps and Secrets by swapping a symlink, which
@@ -93,14 +93,26 @@ impl FileVersions {
     }
 }
 
-/// The files a policy configuration depends on.
+/// The files a policy configuration depends on: the config, module files, and
+/// with a verification section its key files (a rotated or revoked key
+/// re-verifies every module) and the module files' signatures.
 pub(crate) fn policy_inputs(config_path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut paths = vec![config_path.to_path_buf()];
+    let verification = config.verification.as_ref();
     for policy in &config.policies {
         if let ModuleSource::File(path) = &policy.module {
             paths.push(path.clone());
+            if verification.is_some_and(|v| v.files) {
+                paths.push(crate::signature::file_signature_path(path));
+            }
         }
     }
+    let key_paths = verification
+        .into_iter()
+        .flat_map(|v| &v.keys)
+        .filter(|key| !key.contains("-----BEGIN"))
+        .map(PathBuf::from);
+    paths.extend(key_paths);
     paths
 }
 
@@ -394,6 +406,25 @@ pub(crate) async fn watch_certificate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_keys_and_file_signatures_are_inputs() {
+        let config = Config::parse(
+            "verification: {keys: [/keys/team.pub, '-----BEGIN PUBLIC KEY-----'], files: true}\n\
+             policies: [{name: a, module: /rules/a.wasm}]",
+        )
+        .unwrap();
+        assert_eq!(
+            policy_inputs(Path::new("/config.yaml"), &config),
+            [
+                "/config.yaml",
+                "/rules/a.wasm",
+                "/rules/a.wasm.sig",
+                "/keys/team.pub"
+            ]
+            .map(PathBuf::from)
+        );
+    }
 
     #[test]
     fn a_replaced_file_is_noticed_once() {
