@@ -970,7 +970,7 @@ policies:
         assert!(section.required, "required unless said otherwise");
         assert!(!section.files);
         let verification = config.verification().unwrap().unwrap();
-        let mut expected = vec![team, a, b];
+        let mut expected = [team, a, b];
         expected[1..].sort();
         assert_eq!(verification.verifier.keys(), expected.join(", "));
 
