@@ -779,6 +779,7 @@ import sys
 import yaml
 
 values = yaml.safe_load(open(sys.argv[1]))["registry"]
+verification = yaml.safe_load(open(sys.argv[1]))["verification"]
 docs = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
 is_audit = lambda d: d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "audit"
 deployment = next(d for d in docs if d["kind"] == "Deployment" and not is_audit(d))
@@ -821,17 +822,31 @@ for who, (c, p) in containers.items():
     cas = [n for n, v in volumes.items() if v.get("configMap", {}).get("name") == values["caBundle"]["configMap"]]
     if not cas or not mounts.get(cas[0], {}).get("readOnly"):
         problems.append(f"{who}: the ConfigMap {values['caBundle']['configMap']} is not mounted read-only")
+    keys = [n for n, v in volumes.items() if v.get("configMap", {}).get("name") == verification["keysFrom"]["configMap"]]
+    if not keys or mounts.get(keys[0], {}).get("mountPath") != "/etc/stsguard/verification" \
+            or not mounts[keys[0]].get("readOnly"):
+        problems.append(f"{who}: the keys ConfigMap is not mounted read-only at /etc/stsguard/verification")
+config_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config"))
+section = yaml.safe_load(config_map["data"]["config.yaml"]).get("verification")
+wanted_section = {
+    "keys": verification["keys"] + ["/etc/stsguard/verification"],
+    "annotations": verification["annotations"],
+    "required": True,
+    "files": False,
+}
+if section != wanted_section:
+    problems.append(f"the config's verification section is {section}, not {wanted_section}")
 if problems:
     sys.exit("check-charts: ci/oci-values.yaml:\n  " + "\n  ".join(problems))
-print(f"registry env and mounts on: {', '.join(containers)}; the tag recheck on the server only")
+print(f"registry env, verification keys and mounts on: {', '.join(containers)}; the tag recheck on the server only")
 PY
 defaults=$("$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe \
   --kube-version "${KUBE_VERSIONS[1]}" --set audit.enabled=true --set precompile.enabled=always) \
   || die "rendering the defaults (with audit and compile) failed"
-if grep -Eq "STSGUARD_(REGISTRY_|INSECURE_REGISTRIES|MAX_MODULE_SIZE|TAG_RECHECK)|name: registry-" <<<"$defaults"; then
-  die "the default registry values add env or volumes to the pods (empty values must add nothing)"
+if grep -Eq "STSGUARD_(REGISTRY_|INSECURE_REGISTRIES|MAX_MODULE_SIZE|TAG_RECHECK)|name: (registry-|verification-)|verification:" <<<"$defaults"; then
+  die "the default registry or verification values add env, volumes or config (empty values must add nothing)"
 fi
-echo "registry: the default values add no env, mount or volume"
+echo "registry and verification: the default values add no env, mount, volume or config"
 renders stsguard "        - name: compile" \
   --set-json 'config.policies=[{"name":"rules","module":"oci://registry.example.com/rules:1.0.0"}]'
 if "$HELM" template probe "$root/deploy/charts/stsguard" --namespace probe --kube-version "${KUBE_VERSIONS[1]}" \
@@ -865,6 +880,10 @@ reject stsguard "module" --set-json 'config.policies=[{"name":"a","module":"oci:
 reject stsguard "module" --set-json 'config.policies=[{"name":"a","module":"oci://registry.example.com/rules@sha256:abc"}]'
 reject stsguard "set either configMap or secret" --set registry.caBundle.configMap=a --set registry.caBundle.secret=b
 reject stsguard "insecure" --set-json 'registry.insecure=["http://registry.example.com"]'
+reject stsguard "set either configMap or secret" --set verification.keysFrom.configMap=a --set verification.keysFrom.secret=b
+reject stsguard "BEGIN PUBLIC KEY" --set-json 'verification.keys=["/etc/keys/cosign.pub"]'
+reject stsguard "verify nothing" --set verification.annotations.team=platform
+reject stsguard "Additional property" --set verification.key=x
 reject stsguard "timeout" --set registry.timeout=thirty
 reject stsguard "maxModuleSize" --set registry.maxModuleSize=48MB
 reject stsguard "tagRecheckInterval" --set registry.tagRecheckInterval=5min

@@ -214,6 +214,11 @@ when they change.
   mountPath: {{ include "stsguard.registryCaDir" . }}
   readOnly: true
 {{- end }}
+{{- if include "stsguard.verificationKeysSource" . }}
+- name: verification-keys
+  mountPath: {{ include "stsguard.verificationKeysDir" . }}
+  readOnly: true
+{{- end }}
 {{- with .Values.extraVolumeMounts }}
 {{ toYaml . }}
 {{- end }}
@@ -284,6 +289,16 @@ the audit always sees the server's modules.
 {{- with include "stsguard.registryVolumes" . }}
 {{- . | nindent 0 }}
 {{- end }}
+{{- with include "stsguard.verificationKeysSource" . }}
+- name: verification-keys
+  {{- if eq . "configMap" }}
+  configMap:
+    name: {{ $.Values.verification.keysFrom.configMap }}
+  {{- else }}
+  secret:
+    secretName: {{ $.Values.verification.keysFrom.secret }}
+  {{- end }}
+{{- end }}
 {{- with .Values.extraVolumes }}
 {{- toYaml . | nindent 0 }}
 {{- end }}
@@ -299,6 +314,50 @@ their own, never subPath, like every other mount here.
 
 {{- define "stsguard.registryCaDir" -}}
 /etc/stsguard/registry-ca
+{{- end }}
+
+{{/*
+Where verification.keysFrom is mounted, whole (every key a public key): the server
+reads the directory at each load, so a key added to the ConfigMap is trusted
+without a config change.
+*/}}
+{{- define "stsguard.verificationKeysDir" -}}
+/etc/stsguard/verification
+{{- end }}
+
+{{/*
+Which object verification.keysFrom names: `configMap`, `secret`, or nothing.
+*/}}
+{{- define "stsguard.verificationKeysSource" -}}
+{{- with .Values.verification.keysFrom -}}
+{{- if and .configMap .secret -}}
+{{- fail "verification.keysFrom: set either configMap or secret, not both" -}}
+{{- else if .configMap -}}
+configMap
+{{- else if .secret -}}
+secret
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+The server's verification section: the inline keys and the mounted directory, or
+nothing when no key is given.
+*/}}
+{{- define "stsguard.verification" -}}
+{{- $keys := .Values.verification.keys | default list -}}
+{{- if include "stsguard.verificationKeysSource" . -}}
+{{- $keys = append $keys (include "stsguard.verificationKeysDir" .) -}}
+{{- end -}}
+{{- if $keys -}}
+{{- $section := dict "keys" $keys "required" .Values.verification.required "files" .Values.verification.files -}}
+{{- with .Values.verification.annotations -}}
+{{- $_ := set $section "annotations" . -}}
+{{- end -}}
+{{- toYaml $section -}}
+{{- else if or .Values.verification.annotations .Values.verification.files -}}
+{{- fail "verification: annotations or files without keys verify nothing; give verification.keys or verification.keysFrom" -}}
+{{- end -}}
 {{- end }}
 
 {{/*
