@@ -23,7 +23,9 @@
 //!   of one read from a cache of 10,000 Services (lookup, and the JSON text handed
 //!   to the policy), what a policy's `get-object` costs besides the guest;
 //! - `cluster/cache-10000-services`: filling a cache with 10,000 Services as a
-//!   list brings them (strip, serialize, index).
+//!   list brings them (strip, serialize, index);
+//! - `signature/verify-one` and `signature/verify-tenth-of-ten`: checking a
+//!   pulled module's signatures (once per load, never per review).
 //!
 //! Run: `cargo bench -p stsguard-webhook --bench chain`.
 
@@ -318,9 +320,35 @@ fn cluster_reads(c: &mut Criterion, engine: &Engine, review: &[u8]) {
     });
 }
 
+/// What verifying a pulled module's signatures costs a load: one signature by
+/// a trusted key, and the same found after nine by other keys.
+fn signatures(c: &mut Criterion) {
+    use base64::Engine as _;
+    use stsguard_webhook::signature::{Signature, SigningKey, Verifier, build_payload};
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let sign = |key: &SigningKey| {
+        let payload = build_payload("registry.example.com/team/rule", &digest, &Default::default());
+        let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&payload).unwrap());
+        Signature::new(&payload, &signature)
+    };
+    let trusted = SigningKey::generate(b"").unwrap().0;
+    let verifier = Verifier::new(vec![trusted.public().clone()], Default::default());
+    let one = vec![sign(&trusted)];
+    c.bench_function("signature/verify-one", |b| {
+        b.iter(|| black_box(verifier.verify(&digest, &one).unwrap()))
+    });
+    let mut ten: Vec<Signature> = (0..9)
+        .map(|_| sign(&SigningKey::generate(b"").unwrap().0))
+        .collect();
+    ten.push(sign(&trusted));
+    c.bench_function("signature/verify-tenth-of-ten", |b| {
+        b.iter(|| black_box(verifier.verify(&digest, &ten).unwrap()))
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
-    targets = benchmarks
+    targets = benchmarks, signatures
 }
 criterion_main!(benches);
