@@ -327,8 +327,13 @@ fn signatures(c: &mut Criterion) {
     use stsguard_webhook::signature::{Signature, SigningKey, Verifier, build_payload};
     let digest = format!("sha256:{}", "ab".repeat(32));
     let sign = |key: &SigningKey| {
-        let payload = build_payload("registry.example.com/team/rule", &digest, &Default::default());
-        let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&payload).unwrap());
+        let payload = build_payload(
+            "registry.example.com/team/rule",
+            &digest,
+            &Default::default(),
+        );
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(key.sign(&payload).unwrap());
         Signature::new(&payload, &signature)
     };
     let trusted = SigningKey::generate(b"").unwrap().0;

@@ -13,7 +13,9 @@
 //! Modules from registries (`oci://`) are pulled as part of each load. A tag is
 //! pinned to the digest it resolved to until the next load; besides config
 //! changes, the tags are asked where they point every `--tag-recheck-interval`,
-//! and a moved tag is a reload like a changed file.
+//! and a moved tag is a reload like a changed file. A reload that failed is
+//! tried again at that interval too: what failed it may be outside the files
+//! (a registry that was down, a module signed only after its tag moved).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -253,6 +255,9 @@ pub(crate) async fn serve_policies(
     let mut tag_ticker = tokio::time::interval(tag_recheck.unwrap_or(Duration::MAX / 4));
     tag_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tag_ticker.tick().await; // the first tick is now: the tags were just resolved
+    // A load that failed for what may change outside the files (a registry down,
+    // a module not signed yet) is tried again at each tag recheck.
+    let mut last_failed = false;
     loop {
         let reason = tokio::select! {
             _ = ticker.tick() => {
@@ -262,10 +267,13 @@ pub(crate) async fn serve_policies(
                 "the config or a module file changed"
             }
             _ = tag_ticker.tick(), if tag_recheck.is_some() => {
-                if !tags_moved(&state, &registry).await {
+                if last_failed {
+                    "the last reload failed; trying again"
+                } else if tags_moved(&state, &registry).await {
+                    "a tag moved"
+                } else {
                     continue;
                 }
-                "a tag moved"
             }
         };
         let new_config = match &path {
@@ -300,10 +308,12 @@ pub(crate) async fn serve_policies(
                 state.metrics.record_reload("policies", true);
                 tracing::info!(policies = count, reason, "reloaded policies");
                 config = new_config;
+                last_failed = false;
             }
             Err(error) => {
                 tracing::error!(%error, reason, "the changed policies were not applied; still serving the previous ones");
                 state.metrics.record_reload("policies", false);
+                last_failed = true;
             }
         }
     }

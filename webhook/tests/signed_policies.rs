@@ -563,3 +563,60 @@ async fn a_server_refuses_to_start_with_an_unsigned_module() {
     assert_eq!(code, 2);
     assert!(stderr.contains("verification.keys[0]"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_key_re_verifies_and_a_later_signature_is_picked_up() {
+    install_crypto();
+    let registry = TestRegistry::start(Access::Open);
+    let cache = tempfile::tempdir().unwrap();
+    let client = registry.client(registry.options(None));
+    let tagged = registry.reference("team/rule:v1");
+    let digest = push(&client, "parallel", &tagged).await;
+    let pinned = format!("{tagged}@{digest}");
+    let (old, new) = (key(), key());
+    sign(&client, &tagged, &digest, &old, &[]).await;
+    let keys = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}policies: [{{name: rule, module: '{pinned}'}}]",
+        verification_yaml(keys.path(), &old, "")
+    );
+    let server = TestServer::start_pulling(
+        &yaml,
+        4,
+        ConnectionTimeouts::default(),
+        registry.options(Some(cache.path())),
+        Some(Duration::from_millis(100)),
+    )
+    .await;
+    let signed_by = |key: &SigningKey| format!("signed by key {}", key.public().fingerprint());
+    assert!(
+        readyz_line(&server, "rule")
+            .await
+            .ends_with(&signed_by(&old))
+    );
+
+    // The old key is replaced: the module it signed no longer verifies, and the
+    // set it is in keeps serving, as after any failed reload.
+    std::fs::write(keys.path().join("trusted.pub"), new.public().to_pem()).unwrap();
+    eventually("the refused reload is counted", || async {
+        let (_, metrics) = server.get("/metrics").await;
+        metrics.contains(r#"stsguard_reloads_total{what="policies",result="failure"}"#)
+    })
+    .await;
+    assert!(
+        readyz_line(&server, "rule")
+            .await
+            .ends_with(&signed_by(&old))
+    );
+
+    // Signed with the new key: no file or tag changes, and the failed reload is
+    // tried again until it loads.
+    sign(&client, &tagged, &digest, &new, &[]).await;
+    eventually("the new key's signature is served", || async {
+        readyz_line(&server, "rule")
+            .await
+            .ends_with(&signed_by(&new))
+    })
+    .await;
+    server.stop().await;
+}
