@@ -91,6 +91,38 @@ fn verification_yaml(dir: &Path, key: &SigningKey, extra: &str) -> String {
     format!("verification: {{keys: ['{}']{extra}}}\n", path.display())
 }
 
+/// A server of `module` as the policy `rule`, trusting `key` (written into
+/// `keys`), asking where tags point every 100 ms.
+async fn serve_rule(
+    registry: &TestRegistry,
+    cache: &Path,
+    keys: &Path,
+    module: &str,
+    key: &SigningKey,
+) -> TestServer {
+    let yaml = format!(
+        "{}policies: [{{name: rule, module: '{module}'}}]",
+        verification_yaml(keys, key, "")
+    );
+    TestServer::start_pulling(
+        &yaml,
+        4,
+        ConnectionTimeouts::default(),
+        registry.options(Some(cache)),
+        Some(Duration::from_millis(100)),
+    )
+    .await
+}
+
+/// Waits until the server has counted a failed reload of its policies.
+async fn a_reload_failed(server: &TestServer) {
+    eventually("the refused reload is counted", || async {
+        let (_, metrics) = server.get("/metrics").await;
+        metrics.contains(r#"stsguard_reloads_total{what="policies",result="failure"}"#)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_module_is_served_and_named_with_its_signer() {
     install_crypto();
@@ -255,27 +287,12 @@ async fn a_tag_moved_to_an_unsigned_module_is_not_served() {
     let trusted = key();
     sign(&client, &tagged, &signed, &trusted, &[]).await;
     let keys = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "{}policies: [{{name: rule, module: '{tagged}'}}]",
-        verification_yaml(keys.path(), &trusted, "")
-    );
-    let server = TestServer::start_pulling(
-        &yaml,
-        4,
-        ConnectionTimeouts::default(),
-        registry.options(Some(cache.path())),
-        Some(Duration::from_millis(100)),
-    )
-    .await;
+    let server = serve_rule(&registry, cache.path(), keys.path(), &tagged, &trusted).await;
     assert!(readyz_line(&server, "rule").await.contains(&signed));
 
     // Someone with push rights but not the key moves the tag.
     let unsigned = push(&client, "probes", &tagged).await;
-    eventually("the refused reload is counted", || async {
-        let (_, metrics) = server.get("/metrics").await;
-        metrics.contains(r#"stsguard_reloads_total{what="policies",result="failure"}"#)
-    })
-    .await;
+    a_reload_failed(&server).await;
     let line = readyz_line(&server, "rule").await;
     assert!(
         line.contains(&signed) && !line.contains(&unsigned),
@@ -576,18 +593,7 @@ async fn a_rotated_key_re_verifies_and_a_later_signature_is_picked_up() {
     let (old, new) = (key(), key());
     sign(&client, &tagged, &digest, &old, &[]).await;
     let keys = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "{}policies: [{{name: rule, module: '{pinned}'}}]",
-        verification_yaml(keys.path(), &old, "")
-    );
-    let server = TestServer::start_pulling(
-        &yaml,
-        4,
-        ConnectionTimeouts::default(),
-        registry.options(Some(cache.path())),
-        Some(Duration::from_millis(100)),
-    )
-    .await;
+    let server = serve_rule(&registry, cache.path(), keys.path(), &pinned, &old).await;
     let signed_by = |key: &SigningKey| format!("signed by key {}", key.public().fingerprint());
     assert!(
         readyz_line(&server, "rule")
@@ -598,11 +604,7 @@ async fn a_rotated_key_re_verifies_and_a_later_signature_is_picked_up() {
     // The old key is replaced: the module it signed no longer verifies, and the
     // set it is in keeps serving, as after any failed reload.
     std::fs::write(keys.path().join("trusted.pub"), new.public().to_pem()).unwrap();
-    eventually("the refused reload is counted", || async {
-        let (_, metrics) = server.get("/metrics").await;
-        metrics.contains(r#"stsguard_reloads_total{what="policies",result="failure"}"#)
-    })
-    .await;
+    a_reload_failed(&server).await;
     assert!(
         readyz_line(&server, "rule")
             .await
